@@ -1,0 +1,203 @@
+//! Identities and authentication methods in the field's vocabulary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+
+/// A validated username: lower-case, 1–64 chars of `[a-z0-9._-]`, starting with
+/// a letter or digit. Kept strict so usernames are safe in URLs, logs and RADIUS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        let ok_len = (1..=64).contains(&s.len());
+        let mut chars = s.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        if ok_len && first_ok && rest_ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(CoreError::InvalidInput(
+                "username must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit".into(),
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Username {
+    type Error = CoreError;
+    fn try_from(s: String) -> Result<Self, CoreError> {
+        Self::parse(&s)
+    }
+}
+impl From<Username> for String {
+    fn from(u: Username) -> String {
+        u.0
+    }
+}
+impl std::fmt::Display for Username {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Roles. Any administrative role makes a user *privileged*, which later
+/// policy (phishing-resistant methods, second approver for TAPs) keys off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Full control.
+    Admin,
+    /// Looks users up, runs recovery cases, issues TAPs.
+    Helpdesk,
+    /// Manages policies and reviews detections.
+    SecurityAdmin,
+    /// Reads audit logs and reports; changes nothing.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Helpdesk, Role::SecurityAdmin, Role::Auditor];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Helpdesk => "helpdesk",
+            Role::SecurityAdmin => "security_admin",
+            Role::Auditor => "auditor",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            CoreError::InvalidInput(format!(
+                "unknown role '{s}' (known: admin, helpdesk, security_admin, auditor)"
+            ))
+        })
+    }
+    /// Roles that can change other people's access. Auditors only read.
+    pub fn is_administrative(&self) -> bool {
+        !matches!(self, Role::Auditor)
+    }
+}
+
+pub fn is_privileged(roles: &[Role]) -> bool {
+    roles.iter().any(Role::is_administrative)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    Active,
+    Disabled,
+}
+
+/// Kinds of registered authentication method (DESIGN.md `AuthMethod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    Password,
+    Totp,
+    Webauthn,
+    Push,
+    Sms,
+    Voice,
+    RecoveryCodes,
+    TemporaryAccessPass,
+}
+
+impl MethodKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MethodKind::Password => "password",
+            MethodKind::Totp => "totp",
+            MethodKind::Webauthn => "webauthn",
+            MethodKind::Push => "push",
+            MethodKind::Sms => "sms",
+            MethodKind::Voice => "voice",
+            MethodKind::RecoveryCodes => "recovery_codes",
+            MethodKind::TemporaryAccessPass => "temporary_access_pass",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| CoreError::InvalidInput(format!("unknown method kind '{s}'")))
+    }
+    /// The sign-in step this registered method answers, if it is a second factor.
+    pub fn second_factor(&self) -> Option<VerifyMethod> {
+        match self {
+            MethodKind::Totp => Some(VerifyMethod::Totp),
+            MethodKind::RecoveryCodes => Some(VerifyMethod::RecoveryCode),
+            MethodKind::Webauthn => Some(VerifyMethod::Webauthn),
+            MethodKind::Push => Some(VerifyMethod::Push),
+            MethodKind::Sms => Some(VerifyMethod::Sms),
+            MethodKind::Voice => Some(VerifyMethod::Voice),
+            MethodKind::Password | MethodKind::TemporaryAccessPass => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodState {
+    /// Registered but not yet proven (e.g. TOTP awaiting its first code).
+    Pending,
+    Active,
+}
+
+/// What a sign-in step proves. These are the `method` values of the verify API
+/// and what a completed sign-in lists in `methods`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMethod {
+    Password,
+    Totp,
+    RecoveryCode,
+    TemporaryAccessPass,
+    Webauthn,
+    Push,
+    Sms,
+    Voice,
+}
+
+impl VerifyMethod {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VerifyMethod::Password => "password",
+            VerifyMethod::Totp => "totp",
+            VerifyMethod::RecoveryCode => "recovery_code",
+            VerifyMethod::TemporaryAccessPass => "temporary_access_pass",
+            VerifyMethod::Webauthn => "webauthn",
+            VerifyMethod::Push => "push",
+            VerifyMethod::Sms => "sms",
+            VerifyMethod::Voice => "voice",
+        }
+    }
+
+    /// RFC 8176 authentication method reference values for this step.
+    /// A TAP has no registered value; `tap` is Latchkey's own.
+    pub fn amr(&self) -> &'static [&'static str] {
+        match self {
+            VerifyMethod::Password => &["pwd"],
+            VerifyMethod::Totp | VerifyMethod::RecoveryCode => &["otp"],
+            VerifyMethod::TemporaryAccessPass => &["tap"],
+            VerifyMethod::Webauthn => &["hwk"],
+            VerifyMethod::Push => &["swk"],
+            VerifyMethod::Sms => &["sms"],
+            VerifyMethod::Voice => &["tel"],
+        }
+    }
+
+    /// Whether this step proves possession of something other than a memorised secret.
+    pub fn is_second_factor(&self) -> bool {
+        !matches!(self, VerifyMethod::Password)
+    }
+}

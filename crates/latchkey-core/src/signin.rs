@@ -1,0 +1,212 @@
+//! The sign-in flow as explicit states.
+//!
+//! ```text
+//!  Started ──password ok, has 2nd factor──▶ SecondFactorRequired{allowed} ──factor ok──▶ Complete
+//!     │  └─password ok, no 2nd factor──────▶ RegistrationRequired   (no session: ask for a TAP)
+//!     └──TAP ok────────────────────────────────────────────────────────────────────────▶ Complete
+//! ```
+//! Failures do not change the flow's state; they are counted by
+//! [`crate::softlock`] against the user and the source. A flow expires after
+//! [`FLOW_LIFETIME_SECS`] whatever its state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::VerifyMethod;
+use crate::strength::AuthStrength;
+use crate::CoreError;
+
+pub const FLOW_LIFETIME_SECS: i64 = 10 * 60;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SignInState {
+    /// Identifier given; awaiting a password or a TAP.
+    Started,
+    /// The password was right; one of `allowed` must follow.
+    SecondFactorRequired {
+        allowed: Vec<VerifyMethod>,
+    },
+    /// The password was right but the user has no second factor. No session
+    /// is granted: a password alone must never be enough to enrol one.
+    RegistrationRequired,
+    Complete {
+        acr: AuthStrength,
+    },
+}
+
+impl SignInState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SignInState::Started => "started",
+            SignInState::SecondFactorRequired { .. } => "second_factor_required",
+            SignInState::RegistrationRequired => "registration_required",
+            SignInState::Complete { .. } => "complete",
+        }
+    }
+
+    /// What the client may send next.
+    pub fn allowed_methods(&self) -> Vec<VerifyMethod> {
+        match self {
+            SignInState::Started => vec![VerifyMethod::Password, VerifyMethod::TemporaryAccessPass],
+            SignInState::SecondFactorRequired { allowed } => allowed.clone(),
+            SignInState::RegistrationRequired => vec![VerifyMethod::TemporaryAccessPass],
+            SignInState::Complete { .. } => vec![],
+        }
+    }
+}
+
+/// A sign-in in progress. Persisted between requests so any node can continue it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInFlow {
+    pub state: SignInState,
+    /// Steps proven so far, in order.
+    pub methods: Vec<VerifyMethod>,
+    pub required: AuthStrength,
+    pub started_at: i64,
+    pub expires_at: i64,
+}
+
+impl SignInFlow {
+    pub fn start(now: i64, required: AuthStrength) -> Self {
+        Self {
+            state: SignInState::Started,
+            methods: vec![],
+            required,
+            started_at: now,
+            expires_at: now + FLOW_LIFETIME_SECS,
+        }
+    }
+
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Refuse a step the current state does not offer.
+    pub fn check_allowed(&self, method: VerifyMethod, now: i64) -> Result<(), CoreError> {
+        if self.is_expired(now) {
+            return Err(CoreError::FlowExpired);
+        }
+        if self.state.allowed_methods().contains(&method) {
+            Ok(())
+        } else {
+            Err(CoreError::InvalidTransition(format!(
+                "'{}' is not offered in state '{}'",
+                method.as_str(),
+                self.state.name()
+            )))
+        }
+    }
+
+    /// Record a verified step and move to the next state. `second_factors` are
+    /// the steps the user's registered, active methods can answer.
+    pub fn step_verified(
+        mut self,
+        method: VerifyMethod,
+        second_factors: &[VerifyMethod],
+        now: i64,
+    ) -> Result<Self, CoreError> {
+        self.check_allowed(method, now)?;
+        self.methods.push(method);
+        self.state = match AuthStrength::achieved(&self.methods) {
+            Some(acr) if acr >= self.required => SignInState::Complete { acr },
+            _ if method == VerifyMethod::Password => {
+                let allowed: Vec<VerifyMethod> = second_factors
+                    .iter()
+                    .copied()
+                    .filter(|m| m.is_second_factor())
+                    .collect();
+                if allowed.is_empty() {
+                    SignInState::RegistrationRequired
+                } else {
+                    SignInState::SecondFactorRequired { allowed }
+                }
+            }
+            // A factor that proved something but not enough: keep asking for
+            // what remains (only reachable once stronger requirements exist).
+            _ => SignInState::SecondFactorRequired {
+                allowed: second_factors
+                    .iter()
+                    .copied()
+                    .filter(|m| !self.methods.contains(m))
+                    .collect(),
+            },
+        };
+        Ok(self)
+    }
+
+    pub fn amr(&self) -> Vec<String> {
+        AuthStrength::amr(&self.methods)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VerifyMethod::*;
+
+    #[test]
+    fn password_then_totp_completes_with_mfa() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa);
+        let f = f.step_verified(Password, &[Totp, RecoveryCode], 1).unwrap();
+        assert_eq!(
+            f.state,
+            SignInState::SecondFactorRequired {
+                allowed: vec![Totp, RecoveryCode]
+            }
+        );
+        let f = f.step_verified(Totp, &[Totp, RecoveryCode], 2).unwrap();
+        assert_eq!(f.state, SignInState::Complete { acr: AuthStrength::Mfa });
+        assert_eq!(f.amr(), vec!["pwd", "otp", "mfa"]);
+    }
+
+    #[test]
+    fn password_alone_never_completes() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa)
+            .step_verified(Password, &[], 1)
+            .unwrap();
+        assert_eq!(f.state, SignInState::RegistrationRequired);
+        assert!(f.clone().step_verified(Totp, &[], 2).is_err());
+        // ...but a TAP still gets the user in to register a method.
+        let f = f.step_verified(TemporaryAccessPass, &[], 2).unwrap();
+        assert_eq!(
+            f.state,
+            SignInState::Complete {
+                acr: AuthStrength::PasswordlessMfa
+            }
+        );
+    }
+
+    #[test]
+    fn totp_before_password_is_refused() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa);
+        assert!(matches!(
+            f.step_verified(Totp, &[Totp], 1),
+            Err(CoreError::InvalidTransition(_))
+        ));
+    }
+
+    #[test]
+    fn a_method_not_registered_is_not_offered() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa)
+            .step_verified(Password, &[Totp], 1)
+            .unwrap();
+        assert!(f.step_verified(RecoveryCode, &[Totp], 2).is_err());
+    }
+
+    #[test]
+    fn expired_flows_refuse_everything() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa);
+        assert_eq!(
+            f.step_verified(Password, &[Totp], FLOW_LIFETIME_SECS),
+            Err(CoreError::FlowExpired)
+        );
+    }
+
+    #[test]
+    fn complete_is_terminal() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa)
+            .step_verified(TemporaryAccessPass, &[], 1)
+            .unwrap();
+        assert!(f.step_verified(Password, &[], 2).is_err());
+    }
+}

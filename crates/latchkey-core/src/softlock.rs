@@ -1,0 +1,105 @@
+//! Failed-attempt throttling with exponential back-off (a "soft lock").
+//!
+//! One counter per key (a user, or a source IP). State diagram:
+//!
+//! ```text
+//!            failure (count < threshold)
+//!          ┌──────────────┐
+//!          ▼              │
+//!   ┌─────────────┐   failure (count ≥ threshold)   ┌───────────────────────┐
+//!   │ Open{count} │ ───────────────────────────────▶│ Locked{count, until}  │
+//!   └─────────────┘                                 └───────────────────────┘
+//!          ▲   success / admin clear                  │  attempt before `until`: refused
+//!          └──────────────────────────────────────────┘  unverified; after `until` one try
+//!                                                         is allowed, and another failure
+//!                                                         locks again for twice as long
+//! ```
+//! The counter lives in the database so every node sees the same state; this
+//! module only decides.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockPolicy {
+    /// Consecutive failures before the first lock.
+    pub threshold: u32,
+    /// First lock duration; each further failure doubles it.
+    pub base_secs: i64,
+    pub max_secs: i64,
+}
+
+impl LockPolicy {
+    pub const USER_DEFAULT: LockPolicy = LockPolicy {
+        threshold: 5,
+        base_secs: 30,
+        max_secs: 3600,
+    };
+    /// Per source address: higher, since one NAT can front many honest users.
+    pub const SOURCE_DEFAULT: LockPolicy = LockPolicy {
+        threshold: 20,
+        base_secs: 60,
+        max_secs: 3600,
+    };
+
+    /// The lock that follows the `failures`-th consecutive failure at `now`.
+    pub fn locked_until(&self, failures: u32, now: i64) -> Option<i64> {
+        if failures < self.threshold {
+            return None;
+        }
+        let doublings = (failures - self.threshold).min(30);
+        let secs = self.base_secs.saturating_mul(1i64 << doublings).min(self.max_secs);
+        Some(now + secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LockState {
+    Open { failures: u32 },
+    Locked { failures: u32, until: i64 },
+}
+
+impl LockState {
+    pub fn from_row(failures: u32, locked_until: Option<i64>) -> Self {
+        match locked_until {
+            Some(until) => LockState::Locked { failures, until },
+            None => LockState::Open { failures },
+        }
+    }
+
+    /// Whether an attempt may be verified at `now`; `Err(seconds to wait)` if not.
+    pub fn check(&self, now: i64) -> Result<(), i64> {
+        match *self {
+            LockState::Locked { until, .. } if now < until => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = LockPolicy {
+            threshold: 3,
+            base_secs: 10,
+            max_secs: 100,
+        };
+        assert_eq!(p.locked_until(2, 0), None);
+        assert_eq!(p.locked_until(3, 0), Some(10));
+        assert_eq!(p.locked_until(4, 0), Some(20));
+        assert_eq!(p.locked_until(6, 0), Some(80));
+        assert_eq!(p.locked_until(7, 0), Some(100));
+        assert_eq!(p.locked_until(u32::MAX, 0), Some(100));
+    }
+
+    #[test]
+    fn locked_refuses_until_deadline() {
+        let s = LockState::from_row(5, Some(100));
+        assert_eq!(s.check(40), Err(60));
+        assert_eq!(s.check(100), Ok(()));
+        assert_eq!(LockState::from_row(2, None).check(0), Ok(()));
+    }
+}

@@ -1,0 +1,234 @@
+//! Temporary Access Pass rules: issuance bounds, identity verification, and
+//! the pass's lifecycle.
+//!
+//! ```text
+//!   issue ──▶ NotYetValid ──(starts_at)──▶ Usable ──(used, single-use)──▶ Used
+//!                                            │
+//!                                            └──(expires_at)──▶ Expired
+//! ```
+//! A multi-use pass stays `Usable` until it expires.
+
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{human_code, keyed_hash, normalize_human_code};
+use crate::CoreError;
+
+const PURPOSE: &str = "latchkey temporary access pass v1";
+const GROUPS: usize = 4;
+const GROUP_LEN: usize = 4;
+
+/// How the helpdesk proved who the caller is before issuing a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationMethod {
+    /// Called back the number already on file (never the number the caller gives).
+    Callback,
+    ManagerAttestation,
+    InPersonId,
+    VideoCall,
+    /// Only for the first administrator, created by `latchkey serve` on first start.
+    Bootstrap,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityVerification {
+    pub method: VerificationMethod,
+    pub note: String,
+}
+
+/// Issuance bounds (configurable; defaults follow the field guide: 1–8 h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapPolicy {
+    pub min_minutes: i64,
+    pub max_minutes: i64,
+    pub default_minutes: i64,
+    pub allow_multi_use: bool,
+}
+
+impl Default for TapPolicy {
+    fn default() -> Self {
+        Self {
+            min_minutes: 60,
+            max_minutes: 480,
+            default_minutes: 60,
+            allow_multi_use: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapRequest {
+    pub lifetime_minutes: Option<i64>,
+    pub single_use: bool,
+    pub starts_in_minutes: Option<i64>,
+    pub verification: Option<IdentityVerification>,
+    pub issuer_is_subject: bool,
+}
+
+/// What the store should persist for a validated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapGrant {
+    pub starts_at: i64,
+    pub expires_at: i64,
+    pub single_use: bool,
+}
+
+impl TapPolicy {
+    /// Validate an issuance request at time `now` (unix seconds).
+    pub fn validate(&self, req: &TapRequest, now: i64) -> Result<TapGrant, CoreError> {
+        if req.issuer_is_subject {
+            return Err(CoreError::Forbidden(
+                "nobody may issue a Temporary Access Pass to themselves".into(),
+            ));
+        }
+        let Some(v) = &req.verification else {
+            return Err(CoreError::InvalidInput(
+                "record how the user's identity was verified before issuing a pass".into(),
+            ));
+        };
+        if v.method == VerificationMethod::Bootstrap {
+            return Err(CoreError::InvalidInput(
+                "'bootstrap' verification is reserved for the first administrator".into(),
+            ));
+        }
+        if v.note.trim().is_empty() {
+            return Err(CoreError::InvalidInput(
+                "the identity verification needs a note (who verified what)".into(),
+            ));
+        }
+        let minutes = req.lifetime_minutes.unwrap_or(self.default_minutes);
+        if minutes < self.min_minutes || minutes > self.max_minutes {
+            return Err(CoreError::InvalidInput(format!(
+                "lifetime_minutes must be between {} and {}",
+                self.min_minutes, self.max_minutes
+            )));
+        }
+        if !req.single_use && !self.allow_multi_use {
+            return Err(CoreError::Forbidden(
+                "multi-use passes are not allowed by policy".into(),
+            ));
+        }
+        let delay = req.starts_in_minutes.unwrap_or(0);
+        if !(0..=7 * 24 * 60).contains(&delay) {
+            return Err(CoreError::InvalidInput(
+                "starts_in_minutes must be between 0 and 10080".into(),
+            ));
+        }
+        let starts_at = now + delay * 60;
+        Ok(TapGrant {
+            starts_at,
+            expires_at: starts_at + minutes * 60,
+            single_use: req.single_use,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TapState {
+    NotYetValid,
+    Usable,
+    Used,
+    Expired,
+}
+
+/// The state of a stored pass at `now`.
+pub fn tap_state(starts_at: i64, expires_at: i64, single_use: bool, used_at: Option<i64>, now: i64) -> TapState {
+    if single_use && used_at.is_some() {
+        TapState::Used
+    } else if now >= expires_at {
+        TapState::Expired
+    } else if now < starts_at {
+        TapState::NotYetValid
+    } else {
+        TapState::Usable
+    }
+}
+
+/// A new pass: 16 characters from the human alphabet (about 77 bits).
+pub fn generate_pass<R: RngCore + CryptoRng>(rng: &mut R) -> String {
+    human_code(rng, GROUPS, GROUP_LEN)
+}
+
+pub fn hash_pass_input(pepper: &[u8], input: &str) -> Result<String, CoreError> {
+    let norm = normalize_human_code(input)
+        .filter(|n| n.len() == GROUPS * GROUP_LEN)
+        .ok_or_else(|| {
+            CoreError::InvalidInput("a Temporary Access Pass is 16 letters and digits, like ABCD-EFGH-JKMN-PQRS".into())
+        })?;
+    Ok(keyed_hash(pepper, PURPOSE, &norm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> TapRequest {
+        TapRequest {
+            lifetime_minutes: Some(60),
+            single_use: true,
+            starts_in_minutes: None,
+            verification: Some(IdentityVerification {
+                method: VerificationMethod::Callback,
+                note: "called back +1 555 0100".into(),
+            }),
+            issuer_is_subject: false,
+        }
+    }
+
+    #[test]
+    fn valid_request_gets_its_window() {
+        let g = TapPolicy::default().validate(&req(), 1000).unwrap();
+        assert_eq!(
+            g,
+            TapGrant {
+                starts_at: 1000,
+                expires_at: 1000 + 3600,
+                single_use: true
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let p = TapPolicy::default();
+        let mut r = req();
+        r.verification = None;
+        assert!(matches!(p.validate(&r, 0), Err(CoreError::InvalidInput(_))));
+        let mut r = req();
+        r.issuer_is_subject = true;
+        assert!(matches!(p.validate(&r, 0), Err(CoreError::Forbidden(_))));
+        for m in [59, 481, -5] {
+            let mut r = req();
+            r.lifetime_minutes = Some(m);
+            assert!(p.validate(&r, 0).is_err(), "{m} minutes");
+        }
+        let mut r = req();
+        r.single_use = false;
+        assert!(p.validate(&r, 0).is_err());
+        let mut r = req();
+        r.verification.as_mut().unwrap().note = "  ".into();
+        assert!(p.validate(&r, 0).is_err());
+    }
+
+    #[test]
+    fn lifecycle() {
+        assert_eq!(tap_state(10, 20, true, None, 5), TapState::NotYetValid);
+        assert_eq!(tap_state(10, 20, true, None, 10), TapState::Usable);
+        assert_eq!(tap_state(10, 20, true, Some(12), 13), TapState::Used);
+        assert_eq!(tap_state(10, 20, false, Some(12), 13), TapState::Usable);
+        assert_eq!(tap_state(10, 20, false, Some(12), 20), TapState::Expired);
+    }
+
+    #[test]
+    fn pass_hash_accepts_typing_variations() {
+        let pass = generate_pass(&mut rand::thread_rng());
+        let h = hash_pass_input(b"k", &pass).unwrap();
+        assert_eq!(
+            h,
+            hash_pass_input(b"k", &pass.to_lowercase().replace('-', " ")).unwrap()
+        );
+        assert!(hash_pass_input(b"k", "ABCD").is_err());
+    }
+}

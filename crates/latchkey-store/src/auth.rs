@@ -1,0 +1,417 @@
+//! Sign-in flows, sessions, API tokens, Temporary Access Passes, throttling
+//! counters and the sign-in log.
+
+use latchkey_core::softlock::{LockPolicy, LockState};
+use sqlx::Row;
+
+use crate::{json_vec, Result, Store, StoreError, WriteTx};
+
+#[derive(Debug, Clone)]
+pub struct FlowRecord {
+    pub user_id: Option<String>,
+    pub username: String,
+    pub flow_json: String,
+    pub application: Option<String>,
+    pub source_ip: Option<String>,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub amr: Vec<String>,
+    pub methods: Vec<String>,
+    pub acr: String,
+    pub authenticated_at: i64,
+    pub idle_expires_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TapRecord {
+    pub id: String,
+    pub user_id: String,
+    pub single_use: bool,
+    pub starts_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignInLogEntry {
+    pub at: i64,
+    pub user_id: Option<String>,
+    pub username: String,
+    pub application: Option<String>,
+    pub source_ip: Option<String>,
+    pub result: String,
+    pub reason: Option<String>,
+    pub methods: Vec<String>,
+    pub acr: Option<String>,
+}
+
+/// Result of recording a failure against a throttle key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleOutcome {
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+}
+
+impl Store {
+    // ---- sign-in flows -------------------------------------------------
+
+    pub async fn insert_flow(&self, id_hash: &str, f: &FlowRecord, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signin_flows (id_hash, user_id, username, flow_json, application, source_ip, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id_hash)
+        .bind(f.user_id.clone())
+        .bind(&f.username)
+        .bind(&f.flow_json)
+        .bind(f.application.clone())
+        .bind(f.source_ip.clone())
+        .bind(now)
+        .bind(f.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn flow(&self, id_hash: &str, now: i64) -> Result<Option<FlowRecord>> {
+        let row = sqlx::query("SELECT * FROM signin_flows WHERE id_hash = $1 AND expires_at > $2")
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(FlowRecord {
+                user_id: r.try_get("user_id")?,
+                username: r.try_get("username")?,
+                flow_json: r.try_get("flow_json")?,
+                application: r.try_get("application")?,
+                source_ip: r.try_get("source_ip")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Compare-and-swap the flow's state: succeeds only if nobody else moved
+    /// it since `expected` was read, so one flow cannot complete twice.
+    pub async fn update_flow(&self, id_hash: &str, expected: &str, next: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE signin_flows SET flow_json = $1 WHERE id_hash = $2 AND flow_json = $3")
+            .bind(next)
+            .bind(id_hash)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn delete_flow(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM signin_flows WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Housekeeping: drop expired flows and sessions. Returns rows removed.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let a = sqlx::query("DELETE FROM signin_flows WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let b = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR idle_expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(a.rows_affected() + b.rows_affected())
+    }
+
+    // ---- throttling ----------------------------------------------------
+
+    pub async fn throttle_state(&self, key: &str) -> Result<LockState> {
+        let row = sqlx::query("SELECT failures, locked_until FROM throttle WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => LockState::from_row(
+                r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+                r.try_get("locked_until")?,
+            ),
+            None => LockState::Open { failures: 0 },
+        })
+    }
+
+    /// Count one failure. The increment is a single atomic upsert, so
+    /// failures spread over several nodes all count.
+    pub async fn record_failure(&self, key: &str, policy: &LockPolicy, now: i64) -> Result<ThrottleOutcome> {
+        let row = sqlx::query(
+            "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2)
+             ON CONFLICT (key) DO UPDATE SET failures = throttle.failures + 1, updated_at = $2
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let failures = row.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32;
+        let locked_until = policy.locked_until(failures, now);
+        if let Some(until) = locked_until {
+            // Only ever extend a lock: a slower node must not shorten it.
+            sqlx::query(
+                "UPDATE throttle SET locked_until = $1 WHERE key = $2 AND (locked_until IS NULL OR locked_until < $1)",
+            )
+            .bind(until)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(ThrottleOutcome { failures, locked_until })
+    }
+
+    pub async fn clear_throttle(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM throttle WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- sessions ------------------------------------------------------
+
+    pub async fn session_by_token_hash(&self, token_hash: &str, now: i64) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM sessions WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                amr: json_vec(&r.try_get::<String, _>("amr_json")?, "amr")?,
+                methods: json_vec(&r.try_get::<String, _>("methods_json")?, "methods")?,
+                acr: r.try_get("acr")?,
+                authenticated_at: r.try_get("authenticated_at")?,
+                idle_expires_at: r.try_get("idle_expires_at")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Slide the idle deadline, never past the absolute one.
+    pub async fn touch_session(&self, id: &str, now: i64, idle_secs: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = $1, idle_expires_at = CASE WHEN $2 < expires_at THEN $2 ELSE expires_at END WHERE id = $3",
+        )
+        .bind(now)
+        .bind(now + idle_secs)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- API tokens ----------------------------------------------------
+
+    pub async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(ApiTokenRecord {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                scopes: json_vec(&r.try_get::<String, _>("scopes_json")?, "scopes")?,
+                created_by: r.try_get("created_by")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn list_api_tokens(&self) -> Result<Vec<(ApiTokenRecord, i64, Option<i64>)>> {
+        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    ApiTokenRecord {
+                        id: r.try_get("id")?,
+                        name: r.try_get("name")?,
+                        scopes: json_vec(&r.try_get::<String, _>("scopes_json")?, "scopes")?,
+                        created_by: r.try_get("created_by")?,
+                    },
+                    r.try_get("created_at")?,
+                    r.try_get("revoked_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- Temporary Access Passes ---------------------------------------
+
+    pub async fn tap_by_hash(&self, user_id: &str, pass_hash: &str) -> Result<Option<TapRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM temporary_access_passes WHERE user_id = $1 AND pass_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(pass_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(TapRecord {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                single_use: r.try_get::<i64, _>("single_use")? != 0,
+                starts_at: r.try_get("starts_at")?,
+                expires_at: r.try_get("expires_at")?,
+                used_at: r.try_get("used_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- sign-in log ---------------------------------------------------
+
+    pub async fn log_signin(&self, e: &SignInLogEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(e.at)
+        .bind(e.user_id.clone())
+        .bind(&e.username)
+        .bind(e.application.clone())
+        .bind(e.source_ip.clone())
+        .bind(&e.result)
+        .bind(e.reason.clone())
+        .bind(serde_json::to_string(&e.methods).expect("strings serialise"))
+        .bind(e.acr.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+impl WriteTx {
+    pub async fn insert_session(&mut self, token_hash: &str, s: &SessionRecord, source_ip: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, token_hash, user_id, amr_json, methods_json, acr, authenticated_at, last_seen_at, idle_expires_at, expires_at, source_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+        )
+        .bind(&s.id)
+        .bind(token_hash)
+        .bind(&s.user_id)
+        .bind(serde_json::to_string(&s.amr).expect("strings serialise"))
+        .bind(serde_json::to_string(&s.methods).expect("strings serialise"))
+        .bind(&s.acr)
+        .bind(s.authenticated_at)
+        .bind(s.idle_expires_at)
+        .bind(s.expires_at)
+        .bind(source_ip.map(str::to_owned))
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn revoke_session(&mut self, id: &str, now: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn insert_api_token(&mut self, rec: &ApiTokenRecord, token_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, scopes_json, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&rec.id)
+            .bind(&rec.name)
+            .bind(token_hash)
+            .bind(serde_json::to_string(&rec.scopes).expect("strings serialise"))
+            .bind(&rec.created_by)
+            .bind(now)
+            .execute(self.conn())
+            .await
+            .map_err(|e| StoreError::from_insert(e, "token"))?;
+        Ok(())
+    }
+
+    pub async fn revoke_api_token(&mut self, id: &str, now: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_tap(
+        &mut self,
+        id: &str,
+        user_id: &str,
+        pass_hash: &str,
+        issued_by: &str,
+        verification: &serde_json::Value,
+        single_use: bool,
+        starts_at: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO temporary_access_passes (id, user_id, pass_hash, issued_by, verification_json, single_use, starts_at, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(pass_hash)
+        .bind(issued_by)
+        .bind(verification.to_string())
+        .bind(single_use as i64)
+        .bind(starts_at)
+        .bind(expires_at)
+        .bind(now)
+        .execute(self.conn())
+        .await
+        .map_err(|e| StoreError::from_insert(e, "pass"))?;
+        Ok(())
+    }
+
+    /// Spend a pass inside its window. Single-use passes flip `used_at` from
+    /// NULL exactly once, so two nodes racing with one pass cannot both win.
+    pub async fn use_tap(&mut self, id: &str, now: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE temporary_access_passes SET used_at = $1, use_count = use_count + 1
+             WHERE id = $2 AND revoked_at IS NULL AND starts_at <= $1 AND expires_at > $1
+               AND (single_use = 0 OR used_at IS NULL)",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.conn())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,157 @@
+//! Users.
+
+use latchkey_core::{Role, UserState};
+use sqlx::Row;
+
+use crate::{json_vec, new_id, Result, Store, StoreError, WriteTx};
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    pub department: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub department: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<Role>,
+    pub state: UserState,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UserRecord {
+    pub fn privileged(&self) -> bool {
+        latchkey_core::model::is_privileged(&self.roles)
+    }
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+}
+
+fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord> {
+    let state: String = r.try_get("state")?;
+    Ok(UserRecord {
+        id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        display_name: r.try_get("display_name")?,
+        department: r.try_get("department")?,
+        groups: json_vec(&r.try_get::<String, _>("groups_json")?, "groups")?,
+        roles: json_vec(&r.try_get::<String, _>("roles_json")?, "roles")?,
+        state: match state.as_str() {
+            "active" => UserState::Active,
+            "disabled" => UserState::Disabled,
+            other => return Err(StoreError::Corrupt(format!("user state '{other}'"))),
+        },
+        password_hash: r.try_get("password_hash")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+
+impl WriteTx {
+    pub async fn insert_user(&mut self, u: &NewUser, now: i64) -> Result<UserRecord> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO users (id, username, display_name, department, groups_json, roles_json, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $7)",
+        )
+        .bind(&id)
+        .bind(&u.username)
+        .bind(&u.display_name)
+        .bind(u.department.clone())
+        .bind(to_json(&u.groups))
+        .bind(to_json(&u.roles))
+        .bind(now)
+        .execute(self.conn())
+        .await
+        .map_err(|e| StoreError::from_insert(e, &format!("user '{}' already exists", u.username)))?;
+        Ok(UserRecord {
+            id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            department: u.department.clone(),
+            groups: u.groups.clone(),
+            roles: u.roles.clone(),
+            state: UserState::Active,
+            password_hash: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub async fn set_password_hash(&mut self, user_id: &str, phc: &str, now: i64) -> Result<()> {
+        let n =
+            sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2, updated_at = $2 WHERE id = $3")
+                .bind(phc)
+                .bind(now)
+                .bind(user_id)
+                .execute(self.conn())
+                .await?
+                .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("user".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn user_by_username(&mut self, username: &str) -> Result<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.conn())
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+}
+
+impl Store {
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    pub async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}

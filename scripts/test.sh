@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The one command that runs all of Latchkey's tests:
+#   1. cargo build --workspace --bins
+#   2. cargo test --workspace            (Rust unit + integration tests)
+#   3. pytest tests/e2e                  (end-to-end tests against target/debug/latchkey)
+# Every stage runs even if an earlier one failed (except e2e, which needs a fresh
+# binary); the script exits non-zero if any stage failed.
+#
+# PostgreSQL-backed tests need LATCHKEY_TEST_POSTGRES_URL; get one with
+#   eval "$(bash scripts/postgres.sh)"
+# Extra arguments are passed to pytest (e.g. scripts/test.sh -k signin).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+PG_BANNER='PostgreSQL suite SKIPPED: set LATCHKEY_TEST_POSTGRES_URL or run scripts/postgres.sh'
+pg_banner() {
+    if [ -z "${LATCHKEY_TEST_POSTGRES_URL:-}" ]; then
+        echo
+        echo "####################################################################################"
+        echo "##  $PG_BANNER"
+        echo "####################################################################################"
+        echo
+    fi
+}
+
+declare -a STAGE_NAMES=() STAGE_RESULTS=()
+FAILED=0
+record() { # name rc
+    STAGE_NAMES+=("$1")
+    if [ "$2" -eq 0 ]; then STAGE_RESULTS+=("ok"); else STAGE_RESULTS+=("FAILED (exit $2)"); FAILED=1; fi
+}
+stage() { echo; echo "==> [test.sh] $*"; }
+
+pg_banner
+
+# --- Python dependencies of the e2e suite ------------------------------------
+stage "python dependencies (tests/requirements.txt)"
+if python3 -c 'import pytest, pyotp, requests, pytest_timeout' >/dev/null 2>&1; then
+    echo "already installed"
+    record "python-deps" 0
+else
+    rc=0
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+        -r tests/requirements.txt || rc=$?
+    record "python-deps" "$rc"
+fi
+
+# --- Rust build ----------------------------------------------------------------
+stage "cargo build --workspace --bins"
+build_rc=0
+cargo build --workspace --bins || build_rc=$?
+record "cargo-build" "$build_rc"
+
+# --- Rust tests ----------------------------------------------------------------
+stage "cargo test --workspace"
+rc=0
+cargo test --workspace || rc=$?
+record "cargo-test" "$rc"
+
+# --- End-to-end tests ----------------------------------------------------------
+stage "pytest tests/e2e"
+BIN="$ROOT/target/debug/latchkey"
+if [ "$build_rc" -ne 0 ]; then
+    echo "NOT RUN: cargo build failed, so $BIN may be stale or missing"
+    record "e2e" 1
+elif [ ! -x "$BIN" ]; then
+    echo "NOT RUN: $BIN does not exist after the build"
+    record "e2e" 1
+else
+    rc=0
+    LATCHKEY_BIN="$BIN" python3 -m pytest tests/e2e -v -rs "$@" || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "pytest collected no tests (exit 5): treated as a failure"
+    fi
+    record "e2e" "$rc"
+fi
+
+# --- Summary -------------------------------------------------------------------
+echo
+echo "==> [test.sh] summary"
+for i in "${!STAGE_NAMES[@]}"; do
+    printf '    %-12s %s\n' "${STAGE_NAMES[$i]}" "${STAGE_RESULTS[$i]}"
+done
+pg_banner
+if [ "$FAILED" -ne 0 ]; then
+    echo "test.sh: FAILED (see stages above)"
+    exit 1
+fi
+echo "test.sh: all stages passed"
