@@ -69,7 +69,7 @@ elif [ ! -x "$BIN" ]; then
     record "e2e" 1
 else
     rc=0
-    LATCHKEY_BIN="$BIN" python3 -m pytest tests/e2e -v -rs "$@" || rc=$?
+    LATCHKEY_BIN="$BIN" python3 -m pytest tests/e2e -v -rfEs "$@" || rc=$?
     if [ "$rc" -eq 5 ]; then
         echo "pytest collected no tests (exit 5): treated as a failure"
     fi

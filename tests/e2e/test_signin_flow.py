@@ -83,7 +83,7 @@ def test_totp_sha256_eight_digits(server):
     enrol, auth = lk.enroll_totp(server, "sam", algorithm="SHA256", digits=8)
     parsed = pyotp.parse_uri(enrol["otpauth_uri"])
     assert parsed.digits == 8, f"otpauth_uri digits: {enrol['otpauth_uri']}"
-    assert "algorithm=SHA256" in enrol["otpauth_uri"].upper(), f"otpauth_uri algorithm: {enrol['otpauth_uri']}"
+    assert "ALGORITHM=SHA256" in enrol["otpauth_uri"].upper(), f"otpauth_uri algorithm: {enrol['otpauth_uri']}"
     code, _ = auth.fresh_code(min_remaining=3)
     assert len(code) == 8
     doc = expect(lk.confirm_totp(server, "sam", enrol["id"], code), 200)

@@ -1,1 +1,121 @@
+//! Latchkey's HTTP shell over the domain: the JSON API, OpenAPI document and
+//! server lifecycle. Business operations live in [`app::App`], shared with
+//! the CLI.
 
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod error;
+pub mod extract;
+pub mod qr;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use app::{App, Config, Principal};
+pub use error::{AppError, AppResult};
+
+/// Request bodies larger than this are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    AppError::Internal("a request handler panicked".into()).into_response()
+}
+
+/// Whatever produced an error response (our handlers, or the framework
+/// rejecting a request before they ran), the client gets a problem document.
+async fn ensure_problem(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let err = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+        StatusCode::NOT_FOUND => AppError::NotFound("route".into()),
+        StatusCode::UNAUTHORIZED => AppError::Unauthenticated,
+        s if s.is_server_error() => AppError::Internal(format!("framework error {s}")),
+        _ => AppError::InvalidRequest(status.canonical_reason().unwrap_or("bad request").to_owned()),
+    };
+    let mut p = err.problem();
+    p.status = status.as_u16();
+    let mut out = error::problem_response(status, &p);
+    for (k, v) in resp.headers() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    api::routes()
+        .fallback(|| async { AppError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async {
+            let e = AppError::InvalidRequest("method not allowed on this route".into());
+            let mut p = e.problem();
+            p.status = 405;
+            p.title = "Method not allowed".into();
+            error::problem_response(StatusCode::METHOD_NOT_ALLOWED, &p)
+        })
+        .with_state(app)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::map_response(ensure_problem))
+        // Responses carry tokens and codes: never cache them; never sniff.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+}
+
+/// Serve until `shutdown` resolves. Also purges expired flows and sessions.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let housekeeping = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.store.purge_expired(app.now()).await {
+                    tracing::warn!(error = %e, "purging expired flows and sessions failed");
+                }
+            }
+        })
+    };
+    let result = axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    housekeeping.abort();
+    result
+}

@@ -1,1 +1,489 @@
-fn main() {}
+//! `latchkey`: the server and its command-line administration.
+//!
+//! Admin commands work directly on the data directory (or `--database-url`)
+//! as the local operator: whoever can read the key file is the operator.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use latchkey_server::app::{App, Config, Principal};
+use latchkey_server::clock::SystemClock;
+use latchkey_store::{Keys, Store};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "latchkey", version, about = "Self-hosted MFA server")]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Data directory: the SQLite database and the secret key file.
+    #[arg(long, global = true, env = "LATCHKEY_DATA", default_value = "./latchkey-data")]
+    data: PathBuf,
+    /// Use PostgreSQL (postgres://...) instead of the embedded SQLite.
+    #[arg(long, global = true, env = "LATCHKEY_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Argon2id memory cost in KiB (OWASP default 19456).
+    #[arg(long, global = true, env = "LATCHKEY_ARGON2_MEMORY_KIB", default_value_t = 19456)]
+    argon2_memory_kib: u32,
+    /// Argon2id iterations (OWASP default 2).
+    #[arg(long, global = true, env = "LATCHKEY_ARGON2_ITERATIONS", default_value_t = 2)]
+    argon2_iterations: u32,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server. On an empty database, creates the first administrator
+    /// and prints a one-time bootstrap pass.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Public base URL (for printed links), if not http://<listen>.
+        #[arg(long, env = "LATCHKEY_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Exit when standard input closes (for supervisors and tests).
+        #[arg(long)]
+        stop_on_stdin_close: bool,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Authentication methods.
+    Method {
+        #[command(subcommand)]
+        cmd: MethodCmd,
+    },
+    /// The audit chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Measure sign-in and TOTP throughput (see docs/performance.md).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// API tokens for automation.
+    ApiToken {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an admin-scoped token and print it (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user.
+    Add {
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long)]
+        department: Option<String>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// admin, helpdesk, security_admin, auditor
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a password, read from standard input (one line).
+    SetPassword { username: String },
+    /// Clear a sign-in lockout.
+    Unlock { username: String },
+}
+
+#[derive(Subcommand)]
+enum MethodCmd {
+    List {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        username: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain; exits 1 and names the first broken link if it was altered.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl DbArgs {
+    fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.password.memory_kib = self.argon2_memory_kib;
+        c.password.iterations = self.argon2_iterations;
+        c
+    }
+
+    async fn app(&self, config: Config) -> Result<Arc<App>> {
+        let store = match &self.database_url {
+            Some(url) => Store::connect(url).await.context("connecting to the database")?,
+            None => Store::open_sqlite(&self.data)
+                .await
+                .with_context(|| format!("opening {}", self.data.display()))?,
+        };
+        let keys = Keys::load_or_create(&self.data).context("loading the secret key")?;
+        Ok(Arc::new(App::new(store, keys, config, Arc::new(SystemClock))?))
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(cli))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let op = Principal::Operator;
+    match cli.cmd {
+        Cmd::Serve {
+            listen,
+            public_url,
+            stop_on_stdin_close,
+        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close).await,
+        Cmd::Openapi => {
+            println!("{}", latchkey_server::api::openapi_json());
+            Ok(())
+        }
+        Cmd::Bench(args) => bench::run(&cli.db.data, cli.db.database_url.as_deref(), args).await,
+        Cmd::Admin {
+            cmd: AdminCmd::ApiToken { cmd },
+        } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            match cmd {
+                TokenCmd::Create { name, json } => {
+                    let (rec, token) = app.create_api_token(&op, &name).await?;
+                    if json {
+                        print_json(&json!({ "id": rec.id, "name": rec.name, "token": token, "scopes": rec.scopes }))?;
+                    } else {
+                        eprintln!(
+                            "API token '{}' created (id {}). It is shown once; store it now:",
+                            rec.name, rec.id
+                        );
+                        println!("{token}");
+                    }
+                }
+                TokenCmd::List { json } => {
+                    let tokens = app.store.list_api_tokens().await?;
+                    if json {
+                        let v: Vec<_> = tokens
+                            .iter()
+                            .map(|(t, c, r)| json!({ "id": t.id, "name": t.name, "scopes": t.scopes, "created_by": t.created_by, "created_at": c, "revoked_at": r }))
+                            .collect();
+                        print_json(&v)?;
+                    } else {
+                        for (t, _, r) in tokens {
+                            println!(
+                                "{}  {:<24} {}",
+                                t.id,
+                                t.name,
+                                if r.is_some() { "revoked" } else { "active" }
+                            );
+                        }
+                    }
+                }
+                TokenCmd::Revoke { id } => {
+                    app.revoke_api_token(&op, &id).await?;
+                    println!("revoked {id}");
+                }
+            }
+            Ok(())
+        }
+        Cmd::User { cmd } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            match cmd {
+                UserCmd::Add {
+                    username,
+                    display_name,
+                    department,
+                    groups,
+                    roles,
+                    json,
+                } => {
+                    let u = app
+                        .create_user(&op, &username, &display_name, department, groups, roles)
+                        .await?;
+                    if json {
+                        print_json(&user_json(&u))?;
+                    } else {
+                        println!("created user {} ({})", u.username, u.id);
+                    }
+                }
+                UserCmd::List { json } => {
+                    let users = app.list_users(&op).await?;
+                    if json {
+                        print_json(&users.iter().map(user_json).collect::<Vec<_>>())?;
+                    } else {
+                        println!("{:<24} {:<28} {:<16} ROLES", "USERNAME", "DISPLAY NAME", "DEPARTMENT");
+                        for u in users {
+                            let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+                            println!(
+                                "{:<24} {:<28} {:<16} {}",
+                                u.username,
+                                u.display_name,
+                                u.department.as_deref().unwrap_or("-"),
+                                roles.join(",")
+                            );
+                        }
+                    }
+                }
+                UserCmd::Show { username, json } => {
+                    let u = app.get_user(&op, &username).await?;
+                    if json {
+                        print_json(&user_json(&u))?;
+                    } else {
+                        let v = user_json(&u);
+                        for (k, val) in v.as_object().expect("object") {
+                            println!("{k:<14} {val}");
+                        }
+                    }
+                }
+                UserCmd::SetPassword { username } => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    let pw = line.trim_end_matches(['\r', '\n']);
+                    if pw.is_empty() {
+                        bail!("no password on standard input");
+                    }
+                    app.set_password(&op, &username, pw).await?;
+                    println!("password set for {username}");
+                }
+                UserCmd::Unlock { username } => {
+                    app.clear_lockout(&op, &username).await?;
+                    println!("lockout cleared for {username}");
+                }
+            }
+            Ok(())
+        }
+        Cmd::Method { cmd } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            match cmd {
+                MethodCmd::List { username, json } => {
+                    let (_, methods) = app.methods(&op, &username).await?;
+                    if json {
+                        let v: Vec<_> = methods
+                            .iter()
+                            .map(|m| json!({ "id": m.id, "kind": m.kind.as_str(), "label": m.label, "state": m.state, "registered_at": m.registered_at, "last_used_at": m.last_used_at }))
+                            .collect();
+                        print_json(&v)?;
+                    } else if methods.is_empty() {
+                        println!("{username} has no registered methods");
+                    } else {
+                        println!("{:<38} {:<16} {:<8} LABEL", "ID", "KIND", "STATE");
+                        for m in methods {
+                            let state = if m.state == latchkey_core::MethodState::Active {
+                                "active"
+                            } else {
+                                "pending"
+                            };
+                            println!("{:<38} {:<16} {:<8} {}", m.id, m.kind.as_str(), state, m.label);
+                        }
+                    }
+                }
+                MethodCmd::Remove { username, id } => {
+                    app.delete_method(&op, &username, &id).await?;
+                    println!("removed method {id} from {username}");
+                }
+            }
+            Ok(())
+        }
+        Cmd::Audit { cmd } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            match cmd {
+                AuditCmd::Verify { json } => {
+                    let v = app.store.verify_audit_chain().await?;
+                    if json {
+                        print_json(&v)?;
+                    } else if v.ok {
+                        println!("audit chain OK: {} events, head {}", v.length, v.head_hash);
+                    } else {
+                        let b = v.first_broken.as_ref().expect("broken chain names a link");
+                        println!(
+                            "audit chain BROKEN at seq {}: {} ({} events read)",
+                            b.seq, b.reason, v.length
+                        );
+                    }
+                    if !v.ok {
+                        std::process::exit(1);
+                    }
+                }
+                AuditCmd::List { after, limit, json } => {
+                    let page = app.store.audit_page(after, limit.clamp(1, 10_000), None).await?;
+                    if json {
+                        print_json(&page)?;
+                    } else {
+                        for e in page.events {
+                            println!(
+                                "{:>6}  {}  {:<22} {:<28} {:<20} {}",
+                                e.seq,
+                                latchkey_server::api::rfc3339(e.at_ms / 1000),
+                                e.actor,
+                                e.action,
+                                e.target,
+                                e.details
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn user_json(u: &latchkey_store::UserRecord) -> serde_json::Value {
+    json!({
+        "id": u.id, "username": u.username, "display_name": u.display_name, "department": u.department,
+        "groups": u.groups, "roles": u.roles, "privileged": u.privileged(), "state": u.state,
+        "has_password": u.password_hash.is_some(),
+    })
+}
+
+async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_stdin_close: bool) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let mut config = db.config();
+    config.public_url = public_url
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let app = db.app(config.clone()).await?;
+    println!("Latchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    match &db.database_url {
+        Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
+        None => println!("Storage: SQLite in {}", db.data.display()),
+    }
+    if let Some(b) = app.bootstrap_if_empty().await? {
+        println!("First start: created administrator '{}'.", b.username);
+        println!(
+            "  One-time bootstrap pass (Temporary Access Pass, expires {}): {}",
+            latchkey_server::api::rfc3339(b.expires_at),
+            b.pass
+        );
+        println!("  Sign in at: {}/signin", config.public_url);
+        println!("  Then register an authenticator and set a password; the pass works once.");
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let shutdown = async move {
+        let stdin_closed = async {
+            if stop_on_stdin_close {
+                use tokio::io::AsyncReadExt;
+                let mut stdin = tokio::io::stdin();
+                let mut buf = [0u8; 256];
+                while let Ok(n) = stdin.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let terminate = async {
+            #[cfg(unix)]
+            {
+                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    s.recv().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = stdin_closed => {},
+            _ = terminate => {},
+        }
+        tracing::info!("shutting down");
+    };
+    latchkey_server::serve(app.clone(), listener, shutdown).await?;
+    app.store.close().await;
+    Ok(())
+}
+
+fn key_source(db: &DbArgs) -> String {
+    if std::env::var(latchkey_store::keys::SECRET_KEY_ENV).is_ok() {
+        format!("${}", latchkey_store::keys::SECRET_KEY_ENV)
+    } else {
+        db.data.join("secret.key").display().to_string()
+    }
+}

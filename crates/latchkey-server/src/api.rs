@@ -1,0 +1,902 @@
+//! The JSON API under `/api/v1`, described by `/openapi.json`. Handlers only
+//! translate between HTTP and [`App`].
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use latchkey_core::tap::IdentityVerification;
+use latchkey_core::{AuthStrength, Role, VerifyMethod};
+use latchkey_store::{MethodRecord, UserRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::app::{App, Principal, Proof, SignInContext};
+use crate::error::{AppError, AppResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, MaybeAuth, PeerIp};
+
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+// ---- views ---------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub department: Option<String>,
+    pub groups: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub roles: Vec<Role>,
+    /// True when any role is administrative.
+    pub privileged: bool,
+    /// `active` or `disabled`.
+    pub state: String,
+    pub has_password: bool,
+    pub created_at: String,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            department: u.department.clone(),
+            groups: u.groups.clone(),
+            roles: u.roles.clone(),
+            privileged: u.privileged(),
+            state: serde_json::to_value(u.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            has_password: u.password_hash.is_some(),
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MethodView {
+    pub id: String,
+    /// password, totp, webauthn, push, sms, voice, recovery_codes, temporary_access_pass
+    pub kind: String,
+    pub label: String,
+    /// pending or active
+    pub state: String,
+    pub registered_at: String,
+    pub last_used_at: Option<String>,
+    pub device_id: Option<String>,
+}
+
+impl From<&MethodRecord> for MethodView {
+    fn from(m: &MethodRecord) -> Self {
+        Self {
+            id: m.id.clone(),
+            kind: m.kind.as_str().to_owned(),
+            label: m.label.clone(),
+            state: serde_json::to_value(m.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            registered_at: rfc3339(m.registered_at),
+            last_used_at: m.last_used_at.map(rfc3339),
+            device_id: m.device_id.clone(),
+        }
+    }
+}
+
+// ---- requests ------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub display_name: String,
+    pub department: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// admin, helpdesk, security_admin, auditor
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrollRequest {
+    pub label: Option<String>,
+    /// SHA1 (default; what most apps support), SHA256 or SHA512
+    pub algorithm: Option<String>,
+    /// 6 (default) to 8
+    pub digits: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TotpEnrollResponse {
+    pub id: String,
+    /// Base32 secret, shown once, for manual entry.
+    pub secret: String,
+    pub otpauth_uri: String,
+    /// SVG QR code of `otpauth_uri` (needs the same authorization).
+    pub qr_svg_url: String,
+    pub state: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    pub code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodesResponse {
+    pub id: String,
+    /// Shown once. Each works once.
+    pub codes: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationBody {
+    /// callback, manager_attestation, in_person_id, video_call
+    pub method: String,
+    pub note: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TapRequestBody {
+    pub lifetime_minutes: Option<i64>,
+    #[serde(default = "yes")]
+    pub single_use: bool,
+    pub starts_in_minutes: Option<i64>,
+    pub verification: Option<VerificationBody>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TapResponse {
+    pub id: String,
+    /// Shown once: deliver it through a channel other than email.
+    pub pass: String,
+    pub starts_at: String,
+    pub expires_at: String,
+    pub single_use: bool,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SignInContextBody {
+    /// The end user's address, honoured only from an authenticated relying party.
+    pub ip: Option<String>,
+    pub device_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub username: String,
+    pub password: Option<String>,
+    pub application: Option<String>,
+    pub context: Option<SignInContextBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignInResponse {
+    pub flow_id: String,
+    /// started, second_factor_required, registration_required, complete
+    pub state: String,
+    #[schema(value_type = Vec<String>)]
+    pub allowed_methods: Vec<VerifyMethod>,
+    pub expires_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// password, totp, recovery_code, temporary_access_pass
+    #[schema(value_type = String)]
+    pub method: VerifyMethod,
+    pub code: Option<String>,
+    pub pass: Option<String>,
+    pub password: Option<String>,
+    pub context: Option<SignInContextBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub flow_id: String,
+    pub state: String,
+    #[schema(value_type = Vec<String>)]
+    pub allowed_methods: Vec<VerifyMethod>,
+    /// RFC 8176 authentication method references.
+    pub amr: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub methods: Vec<VerifyMethod>,
+    /// The authentication strength met: mfa, passwordless_mfa, phishing_resistant.
+    #[schema(value_type = Option<String>)]
+    pub acr: Option<AuthStrength>,
+    pub session_token: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub username: String,
+    pub amr: Vec<String>,
+    pub methods: Vec<String>,
+    pub acr: String,
+    pub authenticated_at: String,
+    pub expires_at: String,
+    pub idle_expires_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenRequest {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiTokenResponse {
+    pub id: String,
+    pub name: String,
+    /// Shown once.
+    pub token: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+    /// e.g. `user:alice`
+    pub target: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventView {
+    pub seq: i64,
+    pub at: String,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPageView {
+    pub events: Vec<AuditEventView>,
+    pub next_after: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BrokenLinkView {
+    pub seq: i64,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    pub length: i64,
+    pub head_hash: String,
+    pub first_broken: Option<BrokenLinkView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotificationView {
+    pub at: String,
+    pub channel: String,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+type AppState = Arc<App>;
+
+// ---- users ---------------------------------------------------------------
+
+/// Create a user (admin).
+#[utoipa::path(post, path = "/api/v1/users", request_body = CreateUserRequest, tag = "users",
+    responses((status = 201, body = UserView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn create_user(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> AppResult<(StatusCode, Json<UserView>)> {
+    let u = app
+        .create_user(
+            &p,
+            &req.username,
+            &req.display_name,
+            req.department,
+            req.groups,
+            req.roles,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&u))))
+}
+
+/// List users (helpdesk, auditor, admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = Vec<UserView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn list_users(State(app): State<AppState>, Auth(p): Auth) -> AppResult<Json<Vec<UserView>>> {
+    Ok(Json(app.list_users(&p).await?.iter().map(UserView::from).collect()))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/api/v1/users/{username}", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = UserView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn get_user(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+) -> AppResult<Json<UserView>> {
+    Ok(Json(UserView::from(&app.get_user(&p, &username).await?)))
+}
+
+/// Set a user's password (admin, or the user with a fresh strong sign-in).
+#[utoipa::path(put, path = "/api/v1/users/{username}/password", request_body = PasswordRequest, tag = "users",
+    params(("username" = String, Path)),
+    responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn set_password(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(req): ApiJson<PasswordRequest>,
+) -> AppResult<StatusCode> {
+    app.set_password(&p, &username, &req.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Clear a user's sign-in lockout (helpdesk, admin).
+#[utoipa::path(delete, path = "/api/v1/users/{username}/lockout", tag = "users", params(("username" = String, Path)),
+    responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn clear_lockout(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+) -> AppResult<StatusCode> {
+    app.clear_lockout(&p, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Messages sent to the user about their account (new methods, passes).
+#[utoipa::path(get, path = "/api/v1/users/{username}/notifications", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = Vec<NotificationView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn notifications(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+) -> AppResult<Json<Vec<NotificationView>>> {
+    Ok(Json(
+        app.notifications(&p, &username)
+            .await?
+            .into_iter()
+            .map(|n| NotificationView {
+                at: rfc3339(n.at),
+                channel: n.channel,
+                subject: n.subject,
+                body: n.body,
+            })
+            .collect(),
+    ))
+}
+
+// ---- methods -------------------------------------------------------------
+
+/// A user's registered methods, with last use.
+#[utoipa::path(get, path = "/api/v1/users/{username}/methods", tag = "methods", params(("username" = String, Path)),
+    responses((status = 200, body = Vec<MethodView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn list_methods(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+) -> AppResult<Json<Vec<MethodView>>> {
+    let (user, methods) = app.methods(&p, &username).await?;
+    let mut out: Vec<MethodView> = Vec::new();
+    if let Some(phc) = &user.password_hash {
+        let _ = phc;
+        out.push(MethodView {
+            id: "password".into(),
+            kind: "password".into(),
+            label: "Password".into(),
+            state: "active".into(),
+            registered_at: rfc3339(user.updated_at),
+            last_used_at: None,
+            device_id: None,
+        });
+    }
+    out.extend(methods.iter().map(MethodView::from));
+    Ok(Json(out))
+}
+
+/// Remove a method (admin, or the user with a fresh strong sign-in; never the user's last second factor).
+#[utoipa::path(delete, path = "/api/v1/users/{username}/methods/{id}", tag = "methods",
+    params(("username" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn delete_method(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((username, id)): ApiPath<(String, String)>,
+) -> AppResult<StatusCode> {
+    app.delete_method(&p, &username, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Start TOTP enrolment: returns the secret once; confirm with a first code.
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/totp", tag = "methods", params(("username" = String, Path)),
+    request_body = TotpEnrollRequest,
+    responses((status = 201, body = TotpEnrollResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn enroll_totp(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> AppResult<(StatusCode, Json<TotpEnrollResponse>)> {
+    // The body is optional: every field has a sensible default.
+    let req: TotpEnrollRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TotpEnrollRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::Unprocessable(e.to_string()))?
+    };
+    let e = app
+        .enroll_totp(&p, &username, req.label, req.algorithm, req.digits)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TotpEnrollResponse {
+            qr_svg_url: format!("/api/v1/users/{}/methods/totp/{}/qr.svg", username, e.method.id),
+            id: e.method.id,
+            secret: e.secret_base32,
+            otpauth_uri: e.otpauth_uri,
+            state: "pending".into(),
+        }),
+    ))
+}
+
+/// Confirm TOTP enrolment with the first code the app shows.
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/totp/{id}/confirm", tag = "methods",
+    params(("username" = String, Path), ("id" = String, Path)), request_body = CodeRequest,
+    responses((status = 200, body = MethodView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn confirm_totp(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((username, id)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> AppResult<Json<MethodView>> {
+    Ok(Json(MethodView::from(
+        &app.confirm_totp(&p, &username, &id, &req.code).await?,
+    )))
+}
+
+/// QR code (SVG) for a TOTP method that awaits confirmation.
+#[utoipa::path(get, path = "/api/v1/users/{username}/methods/totp/{id}/qr.svg", tag = "methods",
+    params(("username" = String, Path), ("id" = String, Path)),
+    responses((status = 200, content_type = "image/svg+xml", body = String), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn totp_qr(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((username, id)): ApiPath<(String, String)>,
+) -> AppResult<Response> {
+    let uri = app.pending_totp_uri(&p, &username, &id).await?;
+    let svg = crate::qr::svg(&uri)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// Generate a new set of 10 recovery codes; the old set stops working.
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/recovery-codes", tag = "methods", params(("username" = String, Path)),
+    responses((status = 201, body = RecoveryCodesResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn recovery_codes(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+) -> AppResult<(StatusCode, Json<RecoveryCodesResponse>)> {
+    let (id, codes) = app.regenerate_recovery_codes(&p, &username).await?;
+    Ok((StatusCode::CREATED, Json(RecoveryCodesResponse { id, codes })))
+}
+
+/// Issue a Temporary Access Pass after recording how identity was verified (helpdesk, admin).
+#[utoipa::path(post, path = "/api/v1/users/{username}/temporary-access-passes", tag = "methods",
+    params(("username" = String, Path)), request_body = TapRequestBody,
+    responses((status = 201, body = TapResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn issue_tap(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(req): ApiJson<TapRequestBody>,
+) -> AppResult<(StatusCode, Json<TapResponse>)> {
+    let verification = match req.verification {
+        Some(v) => Some(IdentityVerification {
+            method: serde_json::from_value(serde_json::Value::String(v.method.clone())).map_err(|_| {
+                AppError::InvalidRequest(format!(
+                    "unknown verification method '{}' (callback, manager_attestation, in_person_id, video_call)",
+                    v.method
+                ))
+            })?,
+            note: v.note,
+        }),
+        None => None,
+    };
+    let t = app
+        .issue_tap(
+            &p,
+            &username,
+            req.lifetime_minutes,
+            req.single_use,
+            req.starts_in_minutes,
+            verification,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TapResponse {
+            id: t.id,
+            pass: t.pass,
+            starts_at: rfc3339(t.starts_at),
+            expires_at: rfc3339(t.expires_at),
+            single_use: t.single_use,
+        }),
+    ))
+}
+
+// ---- sign-in -------------------------------------------------------------
+
+fn context(
+    caller: &Option<Principal>,
+    peer: Option<String>,
+    application: Option<String>,
+    body: Option<SignInContextBody>,
+) -> SignInContext {
+    let body = body.unwrap_or_default();
+    // Only a relying party that authenticated itself may speak for the end
+    // user's address; anyone else is throttled by their own.
+    let relayed = matches!(caller, Some(Principal::ApiToken(_)))
+        .then_some(body.ip)
+        .flatten();
+    SignInContext {
+        application,
+        source_ip: relayed.or(peer),
+        device_id: body.device_id,
+    }
+}
+
+/// Start a sign-in. With a password, answers which second factors may follow.
+#[utoipa::path(post, path = "/api/v1/signin", tag = "signin", request_body = SignInRequest,
+    responses((status = 200, body = SignInResponse), (status = "4XX", body = Problem)))]
+async fn signin_start(
+    State(app): State<AppState>,
+    MaybeAuth(caller): MaybeAuth,
+    PeerIp(peer): PeerIp,
+    ApiJson(req): ApiJson<SignInRequest>,
+) -> AppResult<Json<SignInResponse>> {
+    let ctx = context(&caller, peer, req.application.clone(), req.context);
+    let f = app.signin_start(&req.username, req.password.as_deref(), &ctx).await?;
+    Ok(Json(SignInResponse {
+        flow_id: f.flow_id,
+        state: f.state,
+        allowed_methods: f.allowed_methods,
+        expires_at: rfc3339(f.expires_at),
+    }))
+}
+
+/// Prove one step of a sign-in. On completion returns a session token.
+#[utoipa::path(post, path = "/api/v1/signin/{flow_id}/verify", tag = "signin", params(("flow_id" = String, Path)),
+    request_body = VerifyRequest,
+    responses((status = 200, body = VerifyResponse), (status = "4XX", body = Problem)))]
+async fn signin_verify(
+    State(app): State<AppState>,
+    MaybeAuth(caller): MaybeAuth,
+    PeerIp(peer): PeerIp,
+    ApiPath(flow_id): ApiPath<String>,
+    ApiJson(req): ApiJson<VerifyRequest>,
+) -> AppResult<Json<VerifyResponse>> {
+    let ctx = context(&caller, peer, None, req.context);
+    let missing = |f: &str| AppError::InvalidRequest(format!("method '{}' needs the field '{f}'", req.method.as_str()));
+    let proof = match req.method {
+        VerifyMethod::Password => Proof::Password(req.password.clone().ok_or_else(|| missing("password"))?),
+        VerifyMethod::TemporaryAccessPass => Proof::Pass(req.pass.clone().ok_or_else(|| missing("pass"))?),
+        VerifyMethod::Totp | VerifyMethod::RecoveryCode => {
+            Proof::Code(req.code.clone().ok_or_else(|| missing("code"))?)
+        }
+        other => {
+            return Err(AppError::InvalidRequest(format!(
+                "method '{}' is not available on this server yet",
+                other.as_str()
+            )))
+        }
+    };
+    let o = app.signin_verify(&flow_id, req.method, proof, &ctx).await?;
+    Ok(Json(VerifyResponse {
+        flow_id: o.flow_id,
+        state: o.state,
+        allowed_methods: o.allowed_methods,
+        amr: o.amr,
+        methods: o.methods,
+        acr: o.acr,
+        session_token: o.session_token,
+        expires_at: o.session_expires_at.map(rfc3339),
+    }))
+}
+
+/// The current session.
+#[utoipa::path(get, path = "/api/v1/session", tag = "signin",
+    responses((status = 200, body = SessionView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn get_session(Auth(p): Auth) -> AppResult<Json<SessionView>> {
+    match p {
+        Principal::Session { session, user } => Ok(Json(SessionView {
+            username: user.username,
+            amr: session.amr,
+            methods: session.methods,
+            acr: session.acr,
+            authenticated_at: rfc3339(session.authenticated_at),
+            expires_at: rfc3339(session.expires_at),
+            idle_expires_at: rfc3339(session.idle_expires_at),
+        })),
+        _ => Err(AppError::InvalidRequest("this is an API token, not a session".into())),
+    }
+}
+
+/// Sign out: revoke the current session.
+#[utoipa::path(delete, path = "/api/v1/session", tag = "signin",
+    responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn delete_session(State(app): State<AppState>, Auth(p): Auth) -> AppResult<StatusCode> {
+    app.logout(&p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- API tokens ----------------------------------------------------------
+
+/// Create an admin-scoped API token for automation (admin).
+#[utoipa::path(post, path = "/api/v1/api-tokens", tag = "admin", request_body = ApiTokenRequest,
+    responses((status = 201, body = ApiTokenResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn create_api_token(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(req): ApiJson<ApiTokenRequest>,
+) -> AppResult<(StatusCode, Json<ApiTokenResponse>)> {
+    let (rec, token) = app.create_api_token(&p, &req.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiTokenResponse {
+            id: rec.id,
+            name: rec.name,
+            token,
+            scopes: rec.scopes,
+        }),
+    ))
+}
+
+/// List API tokens (admin). Token values are never shown again.
+#[utoipa::path(get, path = "/api/v1/api-tokens", tag = "admin",
+    responses((status = 200, body = Vec<ApiTokenView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn list_api_tokens(State(app): State<AppState>, Auth(p): Auth) -> AppResult<Json<Vec<ApiTokenView>>> {
+    p.require_admin()?;
+    Ok(Json(
+        app.store
+            .list_api_tokens()
+            .await?
+            .into_iter()
+            .map(|(t, created, revoked)| ApiTokenView {
+                id: t.id,
+                name: t.name,
+                scopes: t.scopes,
+                created_by: t.created_by,
+                created_at: rfc3339(created),
+                revoked_at: revoked.map(rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+/// Revoke an API token (admin).
+#[utoipa::path(delete, path = "/api/v1/api-tokens/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn revoke_api_token(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> AppResult<StatusCode> {
+    app.revoke_api_token(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- audit ---------------------------------------------------------------
+
+fn require_auditor(p: &Principal) -> AppResult<()> {
+    if p.has_role(Role::Auditor) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "the audit log needs the auditor or admin role".into(),
+        ))
+    }
+}
+
+/// Page through the audit chain.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query), ("target" = Option<String>, Query)),
+    responses((status = 200, body = AuditPageView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn audit_page(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> AppResult<Json<AuditPageView>> {
+    require_auditor(&p)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = app
+        .store
+        .audit_page(q.after.unwrap_or(0).max(0), limit, q.target.as_deref())
+        .await?;
+    Ok(Json(AuditPageView {
+        next_after: page.next_after,
+        events: page
+            .events
+            .into_iter()
+            .map(|e| AuditEventView {
+                seq: e.seq,
+                at: rfc3339(e.at_ms.div_euclid(1000)),
+                at_ms: e.at_ms,
+                details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::String(e.details.clone())),
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                prev_hash: e.prev_hash,
+                hash: e.hash,
+            })
+            .collect(),
+    }))
+}
+
+/// Recompute the hash chain and name the first broken link.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = AuditVerifyView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn audit_verify(State(app): State<AppState>, Auth(p): Auth) -> AppResult<Json<AuditVerifyView>> {
+    require_auditor(&p)?;
+    let v = app.store.verify_audit_chain().await?;
+    Ok(Json(AuditVerifyView {
+        ok: v.ok,
+        length: v.length,
+        head_hash: v.head_hash,
+        first_broken: v.first_broken.map(|b| BrokenLinkView {
+            seq: b.seq,
+            reason: b.reason,
+        }),
+    }))
+}
+
+// ---- health --------------------------------------------------------------
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Problem)))]
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => Json(Health { status: "ready".into() }).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            let problem = Problem {
+                kind: "urn:latchkey:problem:not-ready".into(),
+                title: "Not ready".into(),
+                status: 503,
+                detail: "the database is not reachable".into(),
+                retry_after: None,
+            };
+            crate::error::problem_response(StatusCode::SERVICE_UNAVAILABLE, &problem)
+        }
+    }
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token (lk_at_...) or a session token (lk_s_...)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Latchkey", description = "Self-hosted MFA server. Errors are application/problem+json with a stable `type` (urn:latchkey:problem:<slug>)."),
+    paths(
+        create_user, list_users, get_user, set_password, clear_lockout, notifications,
+        list_methods, delete_method, enroll_totp, confirm_totp, totp_qr, recovery_codes, issue_tap,
+        signin_start, signin_verify, get_session, delete_session,
+        create_api_token, list_api_tokens, revoke_api_token,
+        audit_page, audit_verify, healthz, readyz
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("OpenAPI document serialises")
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users", post(create_user).get(list_users))
+        .route("/api/v1/users/{username}", get(get_user))
+        .route("/api/v1/users/{username}/password", put(set_password))
+        .route("/api/v1/users/{username}/lockout", delete(clear_lockout))
+        .route("/api/v1/users/{username}/notifications", get(notifications))
+        .route("/api/v1/users/{username}/methods", get(list_methods))
+        .route("/api/v1/users/{username}/methods/totp", post(enroll_totp))
+        .route("/api/v1/users/{username}/methods/totp/{id}/confirm", post(confirm_totp))
+        .route("/api/v1/users/{username}/methods/totp/{id}/qr.svg", get(totp_qr))
+        .route("/api/v1/users/{username}/methods/recovery-codes", post(recovery_codes))
+        .route("/api/v1/users/{username}/methods/{id}", delete(delete_method))
+        .route("/api/v1/users/{username}/temporary-access-passes", post(issue_tap))
+        .route("/api/v1/signin", post(signin_start))
+        .route("/api/v1/signin/{flow_id}/verify", post(signin_verify))
+        .route("/api/v1/session", get(get_session).delete(delete_session))
+        .route("/api/v1/api-tokens", post(create_api_token).get(list_api_tokens))
+        .route("/api/v1/api-tokens/{id}", delete(revoke_api_token))
+        .route("/api/v1/audit", get(audit_page))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+}

@@ -1,0 +1,1270 @@
+//! The application service: every operation the HTTP API and the CLI offer,
+//! written once. Handlers and commands are thin shells over these methods.
+//! Each method loads what the domain needs from the store, lets
+//! `latchkey-core` decide, and persists the decision with its audit event in
+//! one transaction.
+
+use std::sync::Arc;
+
+use latchkey_core::otp::{self, OtpAlgorithm, OtpError, TotpParams};
+use latchkey_core::password::{check_password_policy, verify_password, PasswordParams};
+use latchkey_core::secret::{keyed_hash, random_token};
+use latchkey_core::signin::{SignInFlow, SignInState};
+use latchkey_core::softlock::LockPolicy;
+use latchkey_core::tap::{self, IdentityVerification, TapPolicy, TapRequest, TapState, VerificationMethod};
+use latchkey_core::{AuthStrength, MethodKind, MethodState, Role, UserState, Username, VerifyMethod};
+use latchkey_store::{
+    method_id, new_id, ApiTokenRecord, AuditEntry, FlowRecord, Keys, MethodRecord, NewMethod, NewUser, SessionRecord,
+    SignInLogEntry, Store, UserRecord,
+};
+use rand::rngs::OsRng;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::error::{AppError, AppResult};
+
+pub const SESSION_PREFIX: &str = "lk_s_";
+pub const API_TOKEN_PREFIX: &str = "lk_at_";
+pub const FLOW_PREFIX: &str = "lk_f_";
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shown in authenticator apps next to the account.
+    pub issuer: String,
+    /// Base URL people reach the server at (for printed links).
+    pub public_url: String,
+    pub password: PasswordParams,
+    pub tap: TapPolicy,
+    pub session_idle_secs: i64,
+    pub session_absolute_secs: i64,
+    /// How recent a sign-in must be to register or remove methods.
+    pub fresh_auth_secs: i64,
+    pub user_lock: LockPolicy,
+    pub source_lock: LockPolicy,
+    pub totp_window: u64,
+    pub bootstrap_pass_minutes: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: "Latchkey".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            password: PasswordParams::default(),
+            tap: TapPolicy::default(),
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 8 * 3600,
+            fresh_auth_secs: 10 * 60,
+            user_lock: LockPolicy::USER_DEFAULT,
+            source_lock: LockPolicy::SOURCE_DEFAULT,
+            totp_window: 1,
+            bootstrap_pass_minutes: 8 * 60,
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An automation token; scope `admin` acts as an administrator.
+    ApiToken(ApiTokenRecord),
+    Session {
+        session: SessionRecord,
+        user: UserRecord,
+    },
+    /// The local operator running the CLI against the data directory.
+    Operator,
+}
+
+impl Principal {
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::ApiToken(t) => format!("token:{}", t.name),
+            Principal::Session { user, .. } => format!("user:{}", user.username),
+            Principal::Operator => "cli:operator".into(),
+        }
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        match self {
+            Principal::ApiToken(t) => t.scopes.iter().any(|s| s == "admin"),
+            Principal::Session { user, .. } => user.roles.contains(&role) || user.roles.contains(&Role::Admin),
+            Principal::Operator => true,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role(Role::Admin)
+    }
+
+    fn is_user(&self, target: &UserRecord) -> bool {
+        matches!(self, Principal::Session { user, .. } if user.id == target.id)
+    }
+
+    pub fn require_admin(&self) -> AppResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("this needs the admin role".into()))
+        }
+    }
+
+    /// Read access to a user's data: the user, helpdesk, auditors, admins.
+    fn require_read(&self, target: &UserRecord) -> AppResult<()> {
+        if self.is_user(target) || self.has_role(Role::Helpdesk) || self.has_role(Role::Auditor) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("you may only see your own account".into()))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SignInContext {
+    pub application: Option<String>,
+    pub source_ip: Option<String>,
+    pub device_id: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowView {
+    pub flow_id: String,
+    pub state: String,
+    pub allowed_methods: Vec<VerifyMethod>,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyOutcome {
+    pub flow_id: String,
+    pub state: String,
+    pub allowed_methods: Vec<VerifyMethod>,
+    pub amr: Vec<String>,
+    pub methods: Vec<VerifyMethod>,
+    pub acr: Option<AuthStrength>,
+    pub session_token: Option<String>,
+    pub session_expires_at: Option<i64>,
+}
+
+/// What a verify request carries.
+#[derive(Debug, Clone)]
+pub enum Proof {
+    Password(String),
+    Code(String),
+    Pass(String),
+}
+
+pub struct TotpEnrollment {
+    pub method: MethodRecord,
+    pub secret_base32: String,
+    pub otpauth_uri: String,
+}
+
+pub struct IssuedTap {
+    pub id: String,
+    pub pass: String,
+    pub starts_at: i64,
+    pub expires_at: i64,
+    pub single_use: bool,
+}
+
+pub struct Bootstrap {
+    pub username: String,
+    pub pass: String,
+    pub expires_at: i64,
+}
+
+pub struct App {
+    pub store: Store,
+    pub keys: Arc<Keys>,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    /// A real Argon2 hash that no password matches, verified against for
+    /// unknown users so timing doesn't reveal which usernames exist.
+    dummy_hash: String,
+}
+
+fn user_key(username: &str) -> String {
+    format!("user:{username}")
+}
+fn source_key(ip: &str) -> String {
+    format!("src:{ip}")
+}
+
+impl App {
+    pub fn new(store: Store, keys: Keys, config: Config, clock: Arc<dyn Clock>) -> AppResult<Self> {
+        let dummy_hash = config.password.hash("latchkey dummy password that nobody has")?;
+        Ok(Self {
+            store,
+            keys: Arc::new(keys),
+            config,
+            clock,
+            dummy_hash,
+        })
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    fn hash(&self, purpose: &str, value: &str) -> String {
+        keyed_hash(self.keys.pepper(), purpose, value)
+    }
+
+    // ---- users ---------------------------------------------------------
+
+    pub async fn user(&self, username: &str) -> AppResult<UserRecord> {
+        let name = Username::parse(username)?;
+        self.store
+            .user_by_username(name.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("user '{name}'")))
+    }
+
+    pub async fn get_user(&self, p: &Principal, username: &str) -> AppResult<UserRecord> {
+        let u = self.user(username).await?;
+        p.require_read(&u)?;
+        Ok(u)
+    }
+
+    pub async fn list_users(&self, p: &Principal) -> AppResult<Vec<UserRecord>> {
+        if !(p.has_role(Role::Helpdesk) || p.has_role(Role::Auditor)) {
+            return Err(AppError::Forbidden(
+                "listing users needs the helpdesk, auditor or admin role".into(),
+            ));
+        }
+        Ok(self.store.list_users().await?)
+    }
+
+    pub async fn create_user(
+        &self,
+        p: &Principal,
+        username: &str,
+        display_name: &str,
+        department: Option<String>,
+        groups: Vec<String>,
+        roles: Vec<String>,
+    ) -> AppResult<UserRecord> {
+        p.require_admin()?;
+        let name = Username::parse(username)?;
+        let display_name = display_name.trim();
+        if display_name.is_empty() || display_name.chars().count() > 200 {
+            return Err(AppError::InvalidRequest("display_name must be 1-200 characters".into()));
+        }
+        for g in &groups {
+            if g.is_empty() || g.len() > 100 || g.chars().any(char::is_control) {
+                return Err(AppError::InvalidRequest(
+                    "group names must be 1-100 printable characters".into(),
+                ));
+            }
+        }
+        let mut parsed_roles = roles.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>()?;
+        parsed_roles.sort();
+        parsed_roles.dedup();
+        let new = NewUser {
+            username: name.as_str().to_owned(),
+            display_name: display_name.to_owned(),
+            department: department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()),
+            groups,
+            roles: parsed_roles,
+        };
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        let user = tx.insert_user(&new, now).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "user.create",
+                format!("user:{}", user.username),
+                json!({ "display_name": user.display_name, "department": user.department, "groups": user.groups, "roles": user.roles }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn set_password(&self, p: &Principal, username: &str, password: &str) -> AppResult<()> {
+        let user = self.user(username).await?;
+        self.require_register(p, &user)?;
+        check_password_policy(password)?;
+        let params = self.config.password;
+        let pw = Zeroizing::new(password.to_owned());
+        let phc = tokio::task::spawn_blocking(move || params.hash(&pw))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??;
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        tx.set_password_hash(&user.id, &phc, now).await?;
+        tx.audit(
+            &AuditEntry::new(p.actor(), "password.set", format!("user:{}", user.username), json!({})),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.notify(
+            &user.id,
+            "outbox",
+            "Your password was changed",
+            "If this was not you, call the helpdesk now.",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- authorisation helpers ----------------------------------------
+
+    /// Registering or removing methods, or changing a password: an admin, or
+    /// the user themself with a fresh strong sign-in (or a TAP session). A
+    /// stolen password alone never gets this far: there is no password-only
+    /// session.
+    fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
+        if p.is_admin() {
+            return Ok(());
+        }
+        match p {
+            Principal::Session { session, user } if user.id == target.id => {
+                let via_tap = session
+                    .methods
+                    .iter()
+                    .any(|m| m == VerifyMethod::TemporaryAccessPass.as_str());
+                if via_tap || self.now() - session.authenticated_at <= self.config.fresh_auth_secs {
+                    Ok(())
+                } else {
+                    Err(AppError::ReauthenticationRequired(format!(
+                        "sign in again with a second factor (sign-ins older than {} minutes cannot change security info)",
+                        self.config.fresh_auth_secs / 60
+                    )))
+                }
+            }
+            _ => Err(AppError::Forbidden("you may only change your own security info".into())),
+        }
+    }
+
+    // ---- methods -------------------------------------------------------
+
+    pub async fn methods(&self, p: &Principal, username: &str) -> AppResult<(UserRecord, Vec<MethodRecord>)> {
+        let user = self.get_user(p, username).await?;
+        let methods = self.store.methods_for_user(&user.id).await?;
+        Ok((user, methods))
+    }
+
+    pub async fn enroll_totp(
+        &self,
+        p: &Principal,
+        username: &str,
+        label: Option<String>,
+        algorithm: Option<String>,
+        digits: Option<u32>,
+    ) -> AppResult<TotpEnrollment> {
+        let user = self.user(username).await?;
+        self.require_register(p, &user)?;
+        let algorithm = match algorithm {
+            Some(a) => OtpAlgorithm::parse(&a)?,
+            None => OtpAlgorithm::Sha1,
+        };
+        let params = TotpParams::new(algorithm, digits.unwrap_or(6))?;
+        let label = clean_label(label, "Authenticator app")?;
+        let secret = Zeroizing::new(otp::generate_secret(&mut OsRng, algorithm));
+        let id = method_id();
+        let sealed = self.keys.seal(&secret, &id);
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        tx.insert_method(
+            NewMethod {
+                id: &id,
+                user_id: &user.id,
+                kind: MethodKind::Totp,
+                label: &label,
+                state: MethodState::Pending,
+                secret_sealed: Some(sealed),
+                params: serde_json::to_value(params).expect("params serialise"),
+            },
+            now,
+        )
+        .await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "method.enroll.start",
+                format!("user:{}", user.username),
+                json!({ "method_id": id, "kind": "totp", "label": label, "algorithm": algorithm, "digits": params.digits }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        let method = self
+            .store
+            .method(&user.id, &id)
+            .await?
+            .ok_or_else(|| AppError::Internal("method vanished".into()))?;
+        Ok(TotpEnrollment {
+            method,
+            secret_base32: otp::encode_secret(&secret),
+            otpauth_uri: otp::otpauth_uri(&self.config.issuer, &user.username, &secret, &params),
+        })
+    }
+
+    fn totp_secret(&self, m: &MethodRecord) -> AppResult<(Zeroizing<Vec<u8>>, TotpParams)> {
+        let sealed = m
+            .secret_sealed
+            .as_deref()
+            .ok_or_else(|| AppError::Internal("TOTP method without a secret".into()))?;
+        let secret = self.keys.open(sealed, &m.id)?;
+        let params: TotpParams =
+            serde_json::from_value(m.params.clone()).map_err(|e| AppError::Internal(format!("TOTP params: {e}")))?;
+        Ok((secret, params))
+    }
+
+    /// The otpauth URI of a TOTP method still waiting for its first code (for
+    /// the QR code). Once confirmed, the secret is never shown again.
+    pub async fn pending_totp_uri(&self, p: &Principal, username: &str, id: &str) -> AppResult<String> {
+        let user = self.user(username).await?;
+        self.require_register(p, &user)?;
+        let m = self
+            .store
+            .method(&user.id, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("method".into()))?;
+        if m.kind != MethodKind::Totp || m.state != MethodState::Pending {
+            return Err(AppError::NotFound("pending TOTP method".into()));
+        }
+        let (secret, params) = self.totp_secret(&m)?;
+        Ok(otp::otpauth_uri(&self.config.issuer, &user.username, &secret, &params))
+    }
+
+    pub async fn confirm_totp(&self, p: &Principal, username: &str, id: &str, code: &str) -> AppResult<MethodRecord> {
+        let user = self.user(username).await?;
+        self.require_register(p, &user)?;
+        let m = self
+            .store
+            .method(&user.id, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("method".into()))?;
+        if m.kind != MethodKind::Totp {
+            return Err(AppError::NotFound("TOTP method".into()));
+        }
+        if m.state != MethodState::Pending {
+            return Err(AppError::InvalidState("this method is already confirmed".into()));
+        }
+        let (secret, params) = self.totp_secret(&m)?;
+        let now = self.now();
+        let step = match otp::verify_totp(&secret, code, now.max(0) as u64, &params, self.config.totp_window, None) {
+            Ok(step) => step,
+            Err(OtpError::Invalid) => {
+                return Err(AppError::WrongConfirmationCode);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut tx = self.store.write().await?;
+        if !tx.activate_method(&m.id, Some(step as i64), now).await? {
+            return Err(AppError::InvalidState("this method is already confirmed".into()));
+        }
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "method.add",
+                format!("user:{}", user.username),
+                json!({ "method_id": m.id, "kind": "totp", "label": m.label }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.notify(
+            &user.id,
+            "outbox",
+            "A new sign-in method was added to your account",
+            &format!(
+                "An authenticator app ('{}') was registered. If this was not you, call the helpdesk now.",
+                m.label
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.store
+            .method(&user.id, id)
+            .await?
+            .ok_or_else(|| AppError::Internal("method vanished".into()))
+    }
+
+    pub async fn regenerate_recovery_codes(&self, p: &Principal, username: &str) -> AppResult<(String, Vec<String>)> {
+        let user = self.user(username).await?;
+        self.require_register(p, &user)?;
+        let set = latchkey_core::recovery::generate(&mut OsRng, self.keys.pepper());
+        let id = method_id();
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        let replaced = tx.replace_recovery_codes(&user.id, &id, &set.hashes, now).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                if replaced.is_empty() {
+                    "method.add"
+                } else {
+                    "method.recovery_codes.regenerate"
+                },
+                format!("user:{}", user.username),
+                json!({ "method_id": id, "kind": "recovery_codes", "count": set.codes.len(), "replaced": replaced }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.notify(
+            &user.id,
+            "outbox",
+            "New recovery codes were generated",
+            "A new set of recovery codes was generated; the old set no longer works. If this was not you, call the helpdesk now.",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((id, set.codes))
+    }
+
+    pub async fn delete_method(&self, p: &Principal, username: &str, id: &str) -> AppResult<()> {
+        let user = self.user(username).await?;
+        self.require_register(p, &user)?;
+        let methods = self.store.methods_for_user(&user.id).await?;
+        let m = methods
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| AppError::NotFound("method".into()))?;
+        if p.is_user(&user) && !p.is_admin() {
+            let remaining = methods
+                .iter()
+                .filter(|o| o.id != m.id && o.state == MethodState::Active && o.kind.second_factor().is_some());
+            if m.state == MethodState::Active && m.kind.second_factor().is_some() && remaining.count() == 0 {
+                return Err(AppError::Conflict(
+                    "this is your last second factor; register another before removing it".into(),
+                ));
+            }
+        }
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        tx.delete_method(&user.id, id).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "method.remove",
+                format!("user:{}", user.username),
+                json!({ "method_id": m.id, "kind": m.kind, "label": m.label }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.notify(
+            &user.id,
+            "outbox",
+            "A sign-in method was removed from your account",
+            &format!(
+                "The method '{}' was removed. If this was not you, call the helpdesk now.",
+                m.label
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn notifications(
+        &self,
+        p: &Principal,
+        username: &str,
+    ) -> AppResult<Vec<latchkey_store::NotificationRecord>> {
+        let user = self.get_user(p, username).await?;
+        Ok(self.store.notifications(&user.id).await?)
+    }
+
+    // ---- temporary access passes ---------------------------------------
+
+    pub async fn issue_tap(
+        &self,
+        p: &Principal,
+        username: &str,
+        lifetime_minutes: Option<i64>,
+        single_use: bool,
+        starts_in_minutes: Option<i64>,
+        verification: Option<IdentityVerification>,
+    ) -> AppResult<IssuedTap> {
+        if !p.has_role(Role::Helpdesk) {
+            return Err(AppError::Forbidden(
+                "issuing a Temporary Access Pass needs the helpdesk or admin role".into(),
+            ));
+        }
+        let user = self.user(username).await?;
+        let now = self.now();
+        let grant = self.config.tap.validate(
+            &TapRequest {
+                lifetime_minutes,
+                single_use,
+                starts_in_minutes,
+                verification: verification.clone(),
+                issuer_is_subject: p.is_user(&user),
+            },
+            now,
+        )?;
+        let pass = tap::generate_pass(&mut OsRng);
+        let id = new_id();
+        let verification = serde_json::to_value(&verification).expect("verification serialises");
+        let mut tx = self.store.write().await?;
+        tx.insert_tap(
+            &id,
+            &user.id,
+            &tap::hash_pass_input(self.keys.pepper(), &pass)?,
+            &p.actor(),
+            &verification,
+            grant.single_use,
+            grant.starts_at,
+            grant.expires_at,
+            now,
+        )
+        .await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "tap.issue",
+                format!("user:{}", user.username),
+                json!({ "tap_id": id, "starts_at": grant.starts_at, "expires_at": grant.expires_at, "single_use": grant.single_use, "verification": verification }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.notify(
+            &user.id,
+            "outbox",
+            "A Temporary Access Pass was issued for your account",
+            &format!(
+                "{} issued a Temporary Access Pass for you. If you did not ask the helpdesk for one, call them now.",
+                p.actor()
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(IssuedTap {
+            id,
+            pass,
+            starts_at: grant.starts_at,
+            expires_at: grant.expires_at,
+            single_use: grant.single_use,
+        })
+    }
+
+    /// First start: create the first administrator with a one-time pass, so
+    /// the very first account has a bootstrap path that needs no phone.
+    /// Returns `None` when users already exist (or another node won the race).
+    pub async fn bootstrap_if_empty(&self) -> AppResult<Option<Bootstrap>> {
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let now = self.now();
+        let pass = tap::generate_pass(&mut OsRng);
+        let expires_at = now + self.config.bootstrap_pass_minutes * 60;
+        let mut tx = self.store.write().await?;
+        // Re-check under the audit-head lock: two nodes starting together on
+        // one PostgreSQL must not both bootstrap.
+        if tx.user_by_username(BOOTSTRAP_ADMIN).await?.is_some() {
+            return Ok(None);
+        }
+        let user = tx
+            .insert_user(
+                &NewUser {
+                    username: BOOTSTRAP_ADMIN.into(),
+                    display_name: "First administrator".into(),
+                    department: None,
+                    groups: vec![],
+                    roles: vec![Role::Admin],
+                },
+                now,
+            )
+            .await?;
+        let id = new_id();
+        let verification =
+            json!({ "method": VerificationMethod::Bootstrap, "note": "created by latchkey serve on first start" });
+        tx.insert_tap(
+            &id,
+            &user.id,
+            &tap::hash_pass_input(self.keys.pepper(), &pass)?,
+            "system",
+            &verification,
+            true,
+            now,
+            expires_at,
+            now,
+        )
+        .await?;
+        let ms = self.clock.now_ms();
+        tx.audit(
+            &AuditEntry::new(
+                "system",
+                "user.create",
+                format!("user:{BOOTSTRAP_ADMIN}"),
+                json!({ "roles": ["admin"], "bootstrap": true }),
+            ),
+            ms,
+        )
+        .await?;
+        tx.audit(
+            &AuditEntry::new(
+                "system",
+                "tap.issue",
+                format!("user:{BOOTSTRAP_ADMIN}"),
+                json!({ "tap_id": id, "expires_at": expires_at, "single_use": true, "verification": verification }),
+            ),
+            ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Bootstrap {
+            username: BOOTSTRAP_ADMIN.into(),
+            pass,
+            expires_at,
+        }))
+    }
+
+    // ---- sign-in -------------------------------------------------------
+
+    async fn check_locks(&self, username: &str, ctx: &SignInContext) -> AppResult<()> {
+        let now = self.now();
+        let mut keys = vec![user_key(username)];
+        if let Some(ip) = &ctx.source_ip {
+            keys.push(source_key(ip));
+        }
+        for k in keys {
+            if let Err(wait) = self.store.throttle_state(&k).await?.check(now) {
+                return Err(AppError::TooManyAttempts { retry_after: wait });
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        user_id: Option<String>,
+        ctx: &SignInContext,
+        reason: &str,
+    ) -> AppResult<()> {
+        let now = self.now();
+        self.store
+            .record_failure(&user_key(username), &self.config.user_lock, now)
+            .await?;
+        if let Some(ip) = &ctx.source_ip {
+            self.store
+                .record_failure(&source_key(ip), &self.config.source_lock, now)
+                .await?;
+        }
+        self.store
+            .log_signin(&SignInLogEntry {
+                at: now,
+                user_id,
+                username: username.to_owned(),
+                application: ctx.application.clone(),
+                source_ip: ctx.source_ip.clone(),
+                result: "failure".into(),
+                reason: Some(reason.to_owned()),
+                methods: vec![],
+                acr: None,
+            })
+            .await?;
+        tracing::info!(user = username, reason, "sign-in step failed");
+        Ok(())
+    }
+
+    async fn verify_password_for(&self, user: Option<&UserRecord>, password: &str) -> AppResult<bool> {
+        let phc = user
+            .and_then(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let exists = user.is_some_and(|u| u.password_hash.is_some() && u.state == UserState::Active);
+        let pw = Zeroizing::new(password.to_owned());
+        let ok = tokio::task::spawn_blocking(move || verify_password(&phc, &pw))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(ok && exists)
+    }
+
+    /// Replace a hash made with older parameters, now that we know the password.
+    async fn rehash_if_needed(&self, user: &UserRecord, password: &str) -> AppResult<()> {
+        let Some(phc) = &user.password_hash else { return Ok(()) };
+        if !self.config.password.needs_rehash(phc) {
+            return Ok(());
+        }
+        let params = self.config.password;
+        let pw = Zeroizing::new(password.to_owned());
+        let new = tokio::task::spawn_blocking(move || params.hash(&pw))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??;
+        let mut tx = self.store.write().await?;
+        tx.set_password_hash(&user.id, &new, self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                "system",
+                "password.rehash",
+                format!("user:{}", user.username),
+                json!({ "params": params }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn second_factors(&self, user: &UserRecord) -> AppResult<Vec<VerifyMethod>> {
+        let mut out = vec![];
+        for m in self.store.methods_for_user(&user.id).await? {
+            if m.state != MethodState::Active {
+                continue;
+            }
+            if m.kind == MethodKind::RecoveryCodes && self.store.recovery_codes_left(&m.id).await? == 0 {
+                continue;
+            }
+            if let Some(v) = m.kind.second_factor() {
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+        // Strongest first, so clients can preselect it.
+        out.sort_by_key(|v| match v {
+            VerifyMethod::Webauthn => 0,
+            VerifyMethod::Push => 1,
+            VerifyMethod::Totp => 2,
+            VerifyMethod::Sms | VerifyMethod::Voice => 3,
+            _ => 4,
+        });
+        Ok(out)
+    }
+
+    async fn active_user(&self, username: &str) -> AppResult<Option<UserRecord>> {
+        Ok(self
+            .store
+            .user_by_username(username)
+            .await?
+            .filter(|u| u.state == UserState::Active))
+    }
+
+    /// `POST /signin`. Unknown users get the same answers as known ones.
+    pub async fn signin_start(
+        &self,
+        username: &str,
+        password: Option<&str>,
+        ctx: &SignInContext,
+    ) -> AppResult<FlowView> {
+        let name = Username::parse(username.trim())?;
+        let username = name.as_str();
+        let user = self.active_user(username).await?;
+        let now = self.now();
+        let mut flow = SignInFlow::start(now, AuthStrength::Mfa);
+        if let Some(password) = password {
+            self.check_locks(username, ctx).await?;
+            if !self.verify_password_for(user.as_ref(), password).await? {
+                self.record_failure(
+                    username,
+                    user.as_ref().map(|u| u.id.clone()),
+                    ctx,
+                    "invalid_credentials",
+                )
+                .await?;
+                return Err(AppError::InvalidCredentials);
+            }
+            let user = user.as_ref().expect("verified password implies a user");
+            self.rehash_if_needed(user, password).await?;
+            let factors = self.second_factors(user).await?;
+            flow = flow.step_verified(VerifyMethod::Password, &factors, now)?;
+        }
+        self.persist_new_flow(flow, username, user.map(|u| u.id), ctx, now)
+            .await
+    }
+
+    async fn persist_new_flow(
+        &self,
+        flow: SignInFlow,
+        username: &str,
+        user_id: Option<String>,
+        ctx: &SignInContext,
+        now: i64,
+    ) -> AppResult<FlowView> {
+        let flow_id = random_token(&mut OsRng, FLOW_PREFIX);
+        let rec = FlowRecord {
+            user_id,
+            username: username.to_owned(),
+            flow_json: serde_json::to_string(&flow).expect("flow serialises"),
+            application: ctx.application.clone(),
+            source_ip: ctx.source_ip.clone(),
+            expires_at: flow.expires_at,
+        };
+        self.store.insert_flow(&self.hash("flow", &flow_id), &rec, now).await?;
+        Ok(FlowView {
+            flow_id,
+            state: flow.state.name().to_owned(),
+            allowed_methods: flow.state.allowed_methods(),
+            expires_at: flow.expires_at,
+        })
+    }
+
+    /// `POST /signin/{flow}/verify`: check one step, advance the flow, and
+    /// on completion open a session.
+    pub async fn signin_verify(
+        &self,
+        flow_id: &str,
+        method: VerifyMethod,
+        proof: Proof,
+        ctx: &SignInContext,
+    ) -> AppResult<VerifyOutcome> {
+        let now = self.now();
+        if !flow_id.starts_with(FLOW_PREFIX) || flow_id.len() > 128 {
+            return Err(AppError::FlowNotFound);
+        }
+        let flow_hash = self.hash("flow", flow_id);
+        let rec = self.store.flow(&flow_hash, now).await?.ok_or(AppError::FlowNotFound)?;
+        let flow: SignInFlow =
+            serde_json::from_str(&rec.flow_json).map_err(|e| AppError::Internal(format!("stored flow: {e}")))?;
+        flow.check_allowed(method, now)?;
+        // The relying party may not change the context mid-flow.
+        let ctx = SignInContext {
+            application: rec.application.clone(),
+            source_ip: ctx.source_ip.clone().or(rec.source_ip.clone()),
+            device_id: ctx.device_id.clone(),
+        };
+        self.check_locks(&rec.username, &ctx).await?;
+        let user = match &rec.user_id {
+            Some(id) => self
+                .store
+                .user_by_id(id)
+                .await?
+                .filter(|u| u.state == UserState::Active),
+            None => None,
+        };
+        let mut tap_used: Option<latchkey_store::TapRecord> = None;
+        let checked: AppResult<()> = match (method, &proof) {
+            (VerifyMethod::Password, Proof::Password(pw)) => {
+                if self.verify_password_for(user.as_ref(), pw).await? {
+                    Ok(())
+                } else {
+                    Err(AppError::InvalidCredentials)
+                }
+            }
+            (VerifyMethod::Totp, Proof::Code(code)) => self.check_totp(user.as_ref(), code, now).await,
+            (VerifyMethod::RecoveryCode, Proof::Code(code)) => {
+                let h = latchkey_core::recovery::hash_input(self.keys.pepper(), code)?;
+                match &user {
+                    Some(u) if self.store.use_recovery_code(&u.id, &h, now).await? => Ok(()),
+                    _ => Err(AppError::InvalidCode),
+                }
+            }
+            (VerifyMethod::TemporaryAccessPass, Proof::Pass(pass)) => {
+                let h = tap::hash_pass_input(self.keys.pepper(), pass)?;
+                match &user {
+                    Some(u) => match self.store.tap_by_hash(&u.id, &h).await? {
+                        Some(t)
+                            if tap::tap_state(t.starts_at, t.expires_at, t.single_use, t.used_at, now)
+                                == TapState::Usable =>
+                        {
+                            tap_used = Some(t);
+                            Ok(())
+                        }
+                        _ => Err(AppError::InvalidPass),
+                    },
+                    None => Err(AppError::InvalidPass),
+                }
+            }
+            _ => Err(AppError::InvalidRequest(format!(
+                "method '{}' needs its matching field",
+                method.as_str()
+            ))),
+        };
+        if let Err(e) = checked {
+            if matches!(
+                e,
+                AppError::InvalidCredentials | AppError::InvalidCode | AppError::CodeReplayed | AppError::InvalidPass
+            ) {
+                self.record_failure(&rec.username, rec.user_id.clone(), &ctx, failure_reason(&e))
+                    .await?;
+            }
+            return Err(e);
+        }
+        let user = user.expect("a verified step implies a user");
+        let factors = self.second_factors(&user).await?;
+        let next = flow.clone().step_verified(method, &factors, now)?;
+        let next_json = serde_json::to_string(&next).expect("flow serialises");
+        if !self.store.update_flow(&flow_hash, &rec.flow_json, &next_json).await? {
+            return Err(AppError::InvalidState(
+                "this sign-in was advanced by another request; start again".into(),
+            ));
+        }
+        let mut outcome = VerifyOutcome {
+            flow_id: flow_id.to_owned(),
+            state: next.state.name().to_owned(),
+            allowed_methods: next.state.allowed_methods(),
+            amr: next.amr(),
+            methods: next.methods.clone(),
+            acr: None,
+            session_token: None,
+            session_expires_at: None,
+        };
+        if let SignInState::Complete { acr } = next.state {
+            let (token, expires_at) = self.open_session(&user, &next, acr, tap_used.as_ref(), &ctx).await?;
+            self.store.delete_flow(&flow_hash).await?;
+            self.store.clear_throttle(&user_key(&rec.username)).await?;
+            outcome.acr = Some(acr);
+            outcome.session_token = Some(token);
+            outcome.session_expires_at = Some(expires_at);
+        }
+        Ok(outcome)
+    }
+
+    async fn check_totp(&self, user: Option<&UserRecord>, code: &str, now: i64) -> AppResult<()> {
+        let Some(user) = user else {
+            // Same shape checks as for a real user, then the same answer.
+            let _ = otp::verify_totp(&[0u8; 20], code, now.max(0) as u64, &TotpParams::default(), 1, None)?;
+            return Err(AppError::InvalidCode);
+        };
+        let mut replayed = false;
+        let mut malformed: Option<OtpError> = None;
+        for m in self.store.methods_for_user(&user.id).await? {
+            if m.kind != MethodKind::Totp || m.state != MethodState::Active {
+                continue;
+            }
+            let (secret, params) = self.totp_secret(&m)?;
+            let last = m.last_used_step.map(|s| s.max(0) as u64);
+            match otp::verify_totp(&secret, code, now.max(0) as u64, &params, self.config.totp_window, last) {
+                Ok(step) => {
+                    // The store has the last word: another node may have
+                    // accepted this step a moment ago.
+                    if self.store.advance_totp_step(&m.id, step as i64, now).await? {
+                        return Ok(());
+                    }
+                    replayed = true;
+                }
+                Err(OtpError::Replayed) => replayed = true,
+                Err(e @ OtpError::Malformed { .. }) => malformed = Some(e),
+                Err(_) => {}
+            }
+        }
+        if replayed {
+            Err(AppError::CodeReplayed)
+        } else if let Some(e) = malformed {
+            Err(e.into())
+        } else {
+            Err(AppError::InvalidCode)
+        }
+    }
+
+    async fn open_session(
+        &self,
+        user: &UserRecord,
+        flow: &SignInFlow,
+        acr: AuthStrength,
+        tap_used: Option<&latchkey_store::TapRecord>,
+        ctx: &SignInContext,
+    ) -> AppResult<(String, i64)> {
+        let now = self.now();
+        let token = random_token(&mut OsRng, SESSION_PREFIX);
+        let mut expires_at = now + self.config.session_absolute_secs;
+        if let Some(t) = tap_used {
+            // A TAP session exists to register methods; it ends with the pass.
+            expires_at = expires_at.min(t.expires_at);
+        }
+        let session = SessionRecord {
+            id: new_id(),
+            user_id: user.id.clone(),
+            amr: flow.amr(),
+            methods: flow.methods.iter().map(|m| m.as_str().to_owned()).collect(),
+            acr: acr.as_str().to_owned(),
+            authenticated_at: now,
+            idle_expires_at: (now + self.config.session_idle_secs).min(expires_at),
+            expires_at,
+        };
+        let mut tx = self.store.write().await?;
+        if let Some(t) = tap_used {
+            if !tx.use_tap(&t.id, now).await? {
+                // Another node spent this single-use pass first.
+                drop(tx);
+                self.record_failure(&user.username, Some(user.id.clone()), ctx, "invalid_pass")
+                    .await?;
+                return Err(AppError::InvalidPass);
+            }
+            tx.audit(
+                &AuditEntry::new(
+                    format!("user:{}", user.username),
+                    "tap.use",
+                    format!("user:{}", user.username),
+                    json!({ "tap_id": t.id }),
+                ),
+                self.clock.now_ms(),
+            )
+            .await?;
+        }
+        tx.insert_session(&self.hash("session", &token), &session, ctx.source_ip.as_deref())
+            .await?;
+        tx.audit(
+            &AuditEntry::new(
+                format!("user:{}", user.username),
+                "session.create",
+                format!("user:{}", user.username),
+                json!({ "session_id": session.id, "acr": session.acr, "amr": session.amr, "application": ctx.application, "source_ip": ctx.source_ip }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.store
+            .log_signin(&SignInLogEntry {
+                at: now,
+                user_id: Some(user.id.clone()),
+                username: user.username.clone(),
+                application: ctx.application.clone(),
+                source_ip: ctx.source_ip.clone(),
+                result: "success".into(),
+                reason: None,
+                methods: session.methods.clone(),
+                acr: Some(session.acr.clone()),
+            })
+            .await?;
+        Ok((token, expires_at))
+    }
+
+    // ---- bearer authentication ----------------------------------------
+
+    pub async fn authenticate(&self, bearer: &str) -> AppResult<Principal> {
+        let now = self.now();
+        if bearer.starts_with(API_TOKEN_PREFIX) && bearer.len() < 200 {
+            if let Some(t) = self.store.api_token_by_hash(&self.hash("api token", bearer)).await? {
+                return Ok(Principal::ApiToken(t));
+            }
+        } else if bearer.starts_with(SESSION_PREFIX) && bearer.len() < 200 {
+            if let Some(s) = self
+                .store
+                .session_by_token_hash(&self.hash("session", bearer), now)
+                .await?
+            {
+                if let Some(user) = self
+                    .store
+                    .user_by_id(&s.user_id)
+                    .await?
+                    .filter(|u| u.state == UserState::Active)
+                {
+                    self.store
+                        .touch_session(&s.id, now, self.config.session_idle_secs)
+                        .await?;
+                    return Ok(Principal::Session { session: s, user });
+                }
+            }
+        }
+        Err(AppError::Unauthenticated)
+    }
+
+    pub async fn logout(&self, p: &Principal) -> AppResult<()> {
+        let Principal::Session { session, user } = p else {
+            return Err(AppError::InvalidRequest("only a session can sign out".into()));
+        };
+        let mut tx = self.store.write().await?;
+        tx.revoke_session(&session.id, self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "session.revoke",
+                format!("user:{}", user.username),
+                json!({ "session_id": session.id }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_api_token(&self, p: &Principal, name: &str) -> AppResult<(ApiTokenRecord, String)> {
+        p.require_admin()?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(AppError::InvalidRequest(
+                "token name must be 1-100 printable characters".into(),
+            ));
+        }
+        let token = random_token(&mut OsRng, API_TOKEN_PREFIX);
+        let rec = ApiTokenRecord {
+            id: new_id(),
+            name: name.to_owned(),
+            scopes: vec!["admin".into()],
+            created_by: p.actor(),
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_api_token(&rec, &self.hash("api token", &token), self.now())
+            .await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "api_token.create",
+                format!("api_token:{}", rec.id),
+                json!({ "name": rec.name, "scopes": rec.scopes }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((rec, token))
+    }
+
+    pub async fn revoke_api_token(&self, p: &Principal, id: &str) -> AppResult<()> {
+        p.require_admin()?;
+        let mut tx = self.store.write().await?;
+        if !tx.revoke_api_token(id, self.now()).await? {
+            return Err(AppError::NotFound("active API token".into()));
+        }
+        tx.audit(
+            &AuditEntry::new(p.actor(), "api_token.revoke", format!("api_token:{id}"), json!({})),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn clear_lockout(&self, p: &Principal, username: &str) -> AppResult<()> {
+        if !p.has_role(Role::Helpdesk) {
+            return Err(AppError::Forbidden(
+                "clearing a lockout needs the helpdesk or admin role".into(),
+            ));
+        }
+        let user = self.user(username).await?;
+        self.store.clear_throttle(&user_key(&user.username)).await?;
+        self.store
+            .audit_only(
+                &AuditEntry::new(p.actor(), "lockout.clear", format!("user:{}", user.username), json!({})),
+                self.clock.now_ms(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn failure_reason(e: &AppError) -> &'static str {
+    match e {
+        AppError::InvalidCredentials => "invalid_credentials",
+        AppError::CodeReplayed => "code_replayed",
+        AppError::InvalidPass => "invalid_pass",
+        _ => "invalid_code",
+    }
+}
+
+fn clean_label(label: Option<String>, default: &str) -> AppResult<String> {
+    let l = label
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    if l.chars().count() > 100 || l.chars().any(char::is_control) {
+        return Err(AppError::InvalidRequest(
+            "label must be at most 100 printable characters".into(),
+        ));
+    }
+    Ok(l)
+}

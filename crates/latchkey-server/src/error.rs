@@ -1,0 +1,188 @@
+//! The server's one error type, and its single mapping to HTTP problem
+//! details (RFC 9457). Every `type` is a stable URN clients can match on.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::otp::OtpError;
+use latchkey_core::CoreError;
+use latchkey_store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the username or password is incorrect")]
+    InvalidCredentials,
+    #[error("the code is not valid")]
+    InvalidCode,
+    #[error("the code does not match; check the authenticator app's clock and try the current code")]
+    WrongConfirmationCode,
+    #[error("this code was already used; wait for the next one")]
+    CodeReplayed,
+    #[error("the pass is not valid, has expired or was already used")]
+    InvalidPass,
+    #[error("too many failed attempts; try again in {retry_after} seconds")]
+    TooManyAttempts { retry_after: i64 },
+    #[error("the sign-in was not found or has expired; start again")]
+    FlowNotFound,
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("a fresh strong sign-in is required: {0}")]
+    ReauthenticationRequired(String),
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable identifier, `urn:latchkey:problem:<slug>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
+}
+
+impl AppError {
+    pub fn slug_and_status(&self) -> (&'static str, StatusCode, &'static str) {
+        use AppError::*;
+        match self {
+            InvalidRequest(_) => ("invalid-request", StatusCode::BAD_REQUEST, "Invalid request"),
+            WeakPassword(_) => ("weak-password", StatusCode::BAD_REQUEST, "Password rejected"),
+            Unauthenticated => ("unauthenticated", StatusCode::UNAUTHORIZED, "Authentication required"),
+            Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN, "Forbidden"),
+            NotFound(_) => ("not-found", StatusCode::NOT_FOUND, "Not found"),
+            Conflict(_) => ("conflict", StatusCode::CONFLICT, "Conflict"),
+            InvalidCredentials => ("invalid-credentials", StatusCode::UNAUTHORIZED, "Sign-in failed"),
+            InvalidCode => ("invalid-code", StatusCode::UNAUTHORIZED, "Code rejected"),
+            WrongConfirmationCode => ("invalid-code", StatusCode::BAD_REQUEST, "Code rejected"),
+            CodeReplayed => ("code-replayed", StatusCode::UNAUTHORIZED, "Code already used"),
+            InvalidPass => ("invalid-pass", StatusCode::UNAUTHORIZED, "Pass rejected"),
+            TooManyAttempts { .. } => ("too-many-attempts", StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+            FlowNotFound => ("flow-not-found", StatusCode::NOT_FOUND, "Sign-in not found"),
+            InvalidState(_) => ("invalid-state", StatusCode::CONFLICT, "Not allowed in this state"),
+            ReauthenticationRequired(_) => (
+                "reauthentication-required",
+                StatusCode::FORBIDDEN,
+                "Fresh strong sign-in required",
+            ),
+            PayloadTooLarge => (
+                "payload-too-large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ),
+            UnsupportedMediaType => (
+                "invalid-request",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            Unprocessable(_) => (
+                "invalid-request",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid request body",
+            ),
+            Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (slug, status, title) = self.slug_and_status();
+        Problem {
+            kind: format!("urn:latchkey:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            // Internal details go to the log, never to the client.
+            detail: match self {
+                AppError::Internal(_) => "an internal error occurred; see the server log".to_owned(),
+                other => other.to_string(),
+            },
+            retry_after: match self {
+                AppError::TooManyAttempts { retry_after } => Some(*retry_after),
+                _ => None,
+            },
+        }
+    }
+}
+
+pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).expect("problem serialises");
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Internal(msg) = &self {
+            tracing::error!(error = %msg, "internal error");
+        }
+        let (_, status, _) = self.slug_and_status();
+        let problem = self.problem();
+        let mut resp = problem_response(status, &problem);
+        if let AppError::TooManyAttempts { retry_after } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+        }
+        resp
+    }
+}
+
+impl From<CoreError> for AppError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::InvalidInput(m) => AppError::InvalidRequest(m),
+            CoreError::WeakPassword(m) => AppError::WeakPassword(m),
+            CoreError::Forbidden(m) => AppError::Forbidden(m),
+            CoreError::InvalidTransition(m) => AppError::InvalidState(m),
+            CoreError::FlowExpired => AppError::FlowNotFound,
+            CoreError::Crypto(m) => AppError::Internal(m),
+            CoreError::Otp(o) => o.into(),
+        }
+    }
+}
+
+impl From<OtpError> for AppError {
+    fn from(e: OtpError) -> Self {
+        match e {
+            OtpError::Malformed { .. } | OtpError::InvalidParams(_) | OtpError::BadSecret => {
+                AppError::InvalidRequest(e.to_string())
+            }
+            OtpError::Invalid => AppError::InvalidCode,
+            OtpError::Replayed => AppError::CodeReplayed,
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => AppError::NotFound(what),
+            StoreError::Conflict(what) => AppError::Conflict(what),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
