@@ -251,7 +251,10 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.pop("LATCHKEY_SECRET_KEY", None)
+        # Only what this harness decides may reach the server (not a developer's shell settings).
+        for k in ("LATCHKEY_SECRET_KEY", "LATCHKEY_DATA", "LATCHKEY_DATABASE_URL", "LATCHKEY_LISTEN",
+                  "LATCHKEY_PUBLIC_URL"):
+            env.pop(k, None)
         if self.secret_key:
             env["LATCHKEY_SECRET_KEY"] = self.secret_key
         env.setdefault("RUST_BACKTRACE", "1")

@@ -1021,7 +1021,9 @@ impl App {
         Ok(outcome)
     }
 
-    async fn check_totp(&self, user: Option<&UserRecord>, code: &str, now: i64) -> AppResult<()> {
+    /// Verify a TOTP code for a user against every active TOTP method,
+    /// advancing the durable replay guard. Used by sign-in (and RADIUS, bench).
+    pub async fn check_totp(&self, user: Option<&UserRecord>, code: &str, now: i64) -> AppResult<()> {
         let Some(user) = user else {
             // Same shape checks as for a real user, then the same answer.
             let _ = otp::verify_totp(&[0u8; 20], code, now.max(0) as u64, &TotpParams::default(), 1, None)?;
