@@ -3,6 +3,8 @@
 //! these functions decide.
 
 pub mod audit;
+pub mod device;
+pub mod helpdesk;
 pub mod model;
 pub mod otp;
 pub mod password;

@@ -543,13 +543,13 @@ async fn recovery_codes(
 /// Issue a Temporary Access Pass after recording how identity was verified (helpdesk, admin).
 #[utoipa::path(post, path = "/api/v1/users/{username}/temporary-access-passes", tag = "methods",
     params(("username" = String, Path)), request_body = TapRequestBody,
-    responses((status = 201, body = TapResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = TapResponse), (status = 202, description = "privileged user: a second approver is needed", body = TapPendingResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn issue_tap(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<TapRequestBody>,
-) -> AppResult<(StatusCode, Json<TapResponse>)> {
+) -> AppResult<Response> {
     let verification = match req.verification {
         Some(v) => Some(IdentityVerification {
             method: serde_json::from_value(serde_json::Value::String(v.method.clone())).map_err(|_| {
@@ -572,16 +572,34 @@ async fn issue_tap(
             verification,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TapResponse {
+    Ok(match t {
+        crate::app::TapOutcome::Issued(t) => (StatusCode::CREATED, Json(TapResponse::from(t))).into_response(),
+        crate::app::TapOutcome::PendingApproval { request_id } => (
+            StatusCode::ACCEPTED,
+            Json(TapPendingResponse { request_id, state: "pending_approval".into() }),
+        )
+            .into_response(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TapPendingResponse {
+    /// Approve with POST /api/v1/tap-requests/{id}/approve (someone else), then
+    /// the requester issues with POST /api/v1/tap-requests/{id}/issue.
+    pub request_id: String,
+    pub state: String,
+}
+
+impl From<crate::app::IssuedTap> for TapResponse {
+    fn from(t: crate::app::IssuedTap) -> Self {
+        TapResponse {
             id: t.id,
             pass: t.pass,
             starts_at: rfc3339(t.starts_at),
             expires_at: rfc3339(t.expires_at),
             single_use: t.single_use,
-        }),
-    ))
+        }
+    }
 }
 
 // ---- sign-in -------------------------------------------------------------
@@ -829,6 +847,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
                 status: 503,
                 detail: "the database is not reachable".into(),
                 retry_after: None,
+                request_id: None,
             };
             crate::error::problem_response(StatusCode::SERVICE_UNAVAILABLE, &problem)
         }

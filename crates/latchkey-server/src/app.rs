@@ -28,6 +28,8 @@ pub const SESSION_PREFIX: &str = "lk_s_";
 pub const API_TOKEN_PREFIX: &str = "lk_at_";
 pub const FLOW_PREFIX: &str = "lk_f_";
 pub const BOOTSTRAP_ADMIN: &str = "admin";
+pub const API_SCOPE_ADMIN: &str = "admin";
+pub const API_SCOPE_MDM: &str = "mdm";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -89,7 +91,7 @@ impl Principal {
 
     pub fn has_role(&self, role: Role) -> bool {
         match self {
-            Principal::ApiToken(t) => t.scopes.iter().any(|s| s == "admin"),
+            Principal::ApiToken(t) => t.scopes.iter().any(|s| s == API_SCOPE_ADMIN),
             Principal::Session { user, .. } => user.roles.contains(&role) || user.roles.contains(&Role::Admin),
             Principal::Operator => true,
         }
@@ -99,7 +101,15 @@ impl Principal {
         self.has_role(Role::Admin)
     }
 
-    fn is_user(&self, target: &UserRecord) -> bool {
+    /// An API token scope (admins hold every scope).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        match self {
+            Principal::ApiToken(t) => t.scopes.iter().any(|s| s == scope || s == API_SCOPE_ADMIN),
+            other => other.is_admin(),
+        }
+    }
+
+    pub fn is_user(&self, target: &UserRecord) -> bool {
         matches!(self, Principal::Session { user, .. } if user.id == target.id)
     }
 
@@ -168,6 +178,12 @@ pub struct IssuedTap {
     pub starts_at: i64,
     pub expires_at: i64,
     pub single_use: bool,
+}
+
+/// A pass, or a request waiting for a second approver.
+pub enum TapOutcome {
+    Issued(IssuedTap),
+    PendingApproval { request_id: String },
 }
 
 pub struct Bootstrap {
@@ -322,7 +338,7 @@ impl App {
     /// the user themself with a fresh strong sign-in (or a TAP session). A
     /// stolen password alone never gets this far: there is no password-only
     /// session.
-    fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
+    pub(crate) fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
         if p.is_admin() {
             return Ok(());
         }
@@ -584,6 +600,9 @@ impl App {
 
     // ---- temporary access passes ---------------------------------------
 
+    /// Issue a pass after a recorded identity verification. For a privileged
+    /// user the pass does not exist yet: a request waits for a second person
+    /// (see `approve_tap_request`).
     pub async fn issue_tap(
         &self,
         p: &Principal,
@@ -592,7 +611,7 @@ impl App {
         single_use: bool,
         starts_in_minutes: Option<i64>,
         verification: Option<IdentityVerification>,
-    ) -> AppResult<IssuedTap> {
+    ) -> AppResult<TapOutcome> {
         if !p.has_role(Role::Helpdesk) {
             return Err(AppError::Forbidden(
                 "issuing a Temporary Access Pass needs the helpdesk or admin role".into(),
@@ -600,26 +619,68 @@ impl App {
         }
         let user = self.user(username).await?;
         let now = self.now();
-        let grant = self.config.tap.validate(
-            &TapRequest {
-                lifetime_minutes,
-                single_use,
-                starts_in_minutes,
-                verification: verification.clone(),
-                issuer_is_subject: p.is_user(&user),
-            },
-            now,
-        )?;
+        let request = TapRequest {
+            lifetime_minutes,
+            single_use,
+            starts_in_minutes,
+            verification: verification.clone(),
+            issuer_is_subject: p.is_user(&user),
+        };
+        let grant = self.config.tap.validate(&request, now)?;
+        let verification = serde_json::to_value(&verification).expect("verification serialises");
+        if user.privileged() {
+            let id = new_id();
+            let mut tx = self.store.write().await?;
+            tx.insert_tap_request(
+                &id,
+                &user.id,
+                &p.actor(),
+                &verification.to_string(),
+                (grant.expires_at - grant.starts_at) / 60,
+                grant.single_use,
+                (grant.starts_at - now) / 60,
+                now,
+            )
+            .await?;
+            tx.audit(
+                &AuditEntry::new(
+                    p.actor(),
+                    "tap.request",
+                    format!("user:{}", user.username),
+                    json!({ "request_id": id, "reason": "privileged user: a second approver is required", "verification": verification }),
+                ),
+                self.clock.now_ms(),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(TapOutcome::PendingApproval { request_id: id });
+        }
+        let mut tx = self.store.write().await?;
+        let issued = self.insert_tap(&mut tx, &user, &p.actor(), &verification, &grant, None, now).await?;
+        tx.commit().await?;
+        Ok(TapOutcome::Issued(issued))
+    }
+
+    /// Generate, store (hashed), audit and announce a pass inside `tx`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn insert_tap(
+        &self,
+        tx: &mut latchkey_store::WriteTx,
+        user: &UserRecord,
+        actor: &str,
+        verification: &serde_json::Value,
+        grant: &tap::TapGrant,
+        approved_by: Option<&str>,
+        now: i64,
+    ) -> AppResult<IssuedTap> {
         let pass = tap::generate_pass(&mut OsRng);
         let id = new_id();
-        let verification = serde_json::to_value(&verification).expect("verification serialises");
-        let mut tx = self.store.write().await?;
         tx.insert_tap(
             &id,
             &user.id,
             &tap::hash_pass_input(self.keys.pepper(), &pass)?,
-            &p.actor(),
-            &verification,
+            actor,
+            verification,
             grant.single_use,
             grant.starts_at,
             grant.expires_at,
@@ -628,10 +689,10 @@ impl App {
         .await?;
         tx.audit(
             &AuditEntry::new(
-                p.actor(),
+                actor,
                 "tap.issue",
                 format!("user:{}", user.username),
-                json!({ "tap_id": id, "starts_at": grant.starts_at, "expires_at": grant.expires_at, "single_use": grant.single_use, "verification": verification }),
+                json!({ "tap_id": id, "starts_at": grant.starts_at, "expires_at": grant.expires_at, "single_use": grant.single_use, "verification": verification, "approved_by": approved_by }),
             ),
             self.clock.now_ms(),
         )
@@ -641,20 +702,12 @@ impl App {
             "outbox",
             "A Temporary Access Pass was issued for your account",
             &format!(
-                "{} issued a Temporary Access Pass for you. If you did not ask the helpdesk for one, call them now.",
-                p.actor()
+                "{actor} issued a Temporary Access Pass for you. If you did not ask the helpdesk for one, call them now."
             ),
             now,
         )
         .await?;
-        tx.commit().await?;
-        Ok(IssuedTap {
-            id,
-            pass,
-            starts_at: grant.starts_at,
-            expires_at: grant.expires_at,
-            single_use: grant.single_use,
-        })
+        Ok(IssuedTap { id, pass, starts_at: grant.starts_at, expires_at: grant.expires_at, single_use: grant.single_use })
     }
 
     /// First start: create the first administrator with a one-time pass, so
@@ -1185,7 +1238,21 @@ impl App {
     }
 
     pub async fn create_api_token(&self, p: &Principal, name: &str) -> AppResult<(ApiTokenRecord, String)> {
+        self.create_scoped_api_token(p, name, &[API_SCOPE_ADMIN]).await
+    }
+
+    /// A token limited to `scopes`: `admin` (everything), or `mdm` (only
+    /// device compliance updates, for an MDM integration).
+    pub async fn create_scoped_api_token(
+        &self,
+        p: &Principal,
+        name: &str,
+        scopes: &[&str],
+    ) -> AppResult<(ApiTokenRecord, String)> {
         p.require_admin()?;
+        if scopes.is_empty() || scopes.iter().any(|s| ![API_SCOPE_ADMIN, API_SCOPE_MDM].contains(s)) {
+            return Err(AppError::InvalidRequest("scopes must be 'admin' or 'mdm'".into()));
+        }
         let name = name.trim();
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err(AppError::InvalidRequest(

@@ -46,6 +46,8 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unprocessable(String),
+    #[error("a pass for a privileged user needs a second approver: request {request_id} awaits approval")]
+    ApprovalRequired { request_id: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -60,6 +62,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<i64>,
+    /// The pass request waiting for a second approver (`approval-required`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl AppError {
@@ -100,6 +105,7 @@ impl AppError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid request body",
             ),
+            ApprovalRequired { .. } => ("approval-required", StatusCode::CONFLICT, "Second approver required"),
             Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }
     }
@@ -117,6 +123,10 @@ impl AppError {
             },
             retry_after: match self {
                 AppError::TooManyAttempts { retry_after } => Some(*retry_after),
+                _ => None,
+            },
+            request_id: match self {
+                AppError::ApprovalRequired { request_id } => Some(request_id.clone()),
                 _ => None,
             },
         }

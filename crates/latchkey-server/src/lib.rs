@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod qr;
+pub mod recovery;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

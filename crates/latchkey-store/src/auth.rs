@@ -313,10 +313,16 @@ impl Store {
 }
 
 impl WriteTx {
-    pub async fn insert_session(&mut self, token_hash: &str, s: &SessionRecord, source_ip: Option<&str>) -> Result<()> {
+    pub async fn insert_session(
+        &mut self,
+        token_hash: &str,
+        s: &SessionRecord,
+        source_ip: Option<&str>,
+        device_id: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, token_hash, user_id, amr_json, methods_json, acr, authenticated_at, last_seen_at, idle_expires_at, expires_at, source_ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+            "INSERT INTO sessions (id, token_hash, user_id, amr_json, methods_json, acr, authenticated_at, last_seen_at, idle_expires_at, expires_at, source_ip, device_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(token_hash)
@@ -328,6 +334,7 @@ impl WriteTx {
         .bind(s.idle_expires_at)
         .bind(s.expires_at)
         .bind(source_ip.map(str::to_owned))
+        .bind(device_id.map(str::to_owned))
         .execute(self.conn())
         .await?;
         Ok(())

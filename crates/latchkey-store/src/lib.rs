@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 pub mod keys;
 mod methods;
+mod recovery;
 mod users;
 
 use std::path::Path;
@@ -23,6 +24,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
+pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
 pub use users::{NewUser, UserRecord};
 
