@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import os
-import queue
 import random
 import re
 import subprocess
@@ -40,7 +39,11 @@ PERIOD = 30                # TOTP step (the contract's default)
 ADMIN = object()           # token=ADMIN (default): use the server's admin API token
 NOAUTH = None              # token=None: send no Authorization header
 
-LISTEN_RE = re.compile(r"Latchkey listening on (http://127\.0\.0\.1:(\d+))\s*$")
+# The contract's line is exactly "Latchkey listening on http://127.0.0.1:PORT"; test_bootstrap checks the
+# exact text. To find the URL the harness also accepts a version word ("Latchkey 0.1.0 listening on ..."),
+# so one wording slip does not hide every other result.
+LISTEN_RE = re.compile(r"Latchkey(?: \S+)? listening on (http://127\.0\.0\.1:(\d+))\s*$")
+LISTEN_EXACT = "Latchkey listening on {url}"
 FIRST_START_LINE = "First start: created administrator 'admin'."
 BOOTSTRAP_RE = re.compile(
     r"^  One-time bootstrap pass \(Temporary Access Pass, expires (?P<expires>[^)]+)\): (?P<pass>\S+)\s*$"
@@ -541,6 +544,7 @@ def second_factor_flow(srv: Server, user: User, **extra) -> dict:
     doc = expect(start_signin(srv, user.username, user.password, **extra), 200)
     assert doc.get("state") == "second_factor_required", f"after a correct password: {doc!r}"
     assert doc.get("flow_id"), f"no flow_id: {doc!r}"
+    assert not doc.get("session_token"), f"a password alone must not yield a session: {doc!r}"
     return doc
 
 
@@ -609,3 +613,23 @@ def b32_variants(secret: str) -> list[bytes]:
     out = {s.encode(), unpadded.encode(), unpadded.lower().encode(), unpadded.upper().encode(),
            raw, raw.hex().encode(), raw.hex().upper().encode(), base64.b64encode(raw).rstrip(b"=")}
     return sorted(out)
+
+
+def race(calls):
+    """Run the callables at the same moment; return their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results = [None] * len(calls)
+
+    def run(i, fn):
+        barrier.wait(timeout=30)
+        try:
+            results[i] = fn()
+        except Exception as e:  # surfaced by the caller's assertions
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results

@@ -14,7 +14,7 @@ def test_first_start_prints_the_bootstrap_pass(make_server):
     assert b is not None
     lines = srv.current_lines()
     listen = [l for l in lines if lk.LISTEN_RE.search(l)]
-    assert listen == [f"Latchkey listening on {srv.url}"], f"listening line: {lines!r}"
+    assert listen == [lk.LISTEN_EXACT.format(url=srv.url)], f"listening line is not exactly the contract's: {listen!r}"
     assert lk.FIRST_START_LINE in lines
     assert b.signin_url == f"{srv.url}/signin", f"sign-in URL {b.signin_url!r} vs listening URL {srv.url!r}"
     exp = lk.parse_rfc3339(b.expires_at)

@@ -4,8 +4,6 @@ Needs LATCHKEY_TEST_POSTGRES_URL (see scripts/postgres.sh); each test gets a fre
 """
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 import lk
@@ -22,26 +20,6 @@ def nodes(make_server, pg_url, shared_secret_key):
     assert b.bootstrap is None
     assert lk.FIRST_START_LINE not in b.current_lines(), "node B ran the first-start bootstrap again"
     return a, b
-
-
-def _race(calls):
-    """Run the callables at the same moment; return their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results = [None] * len(calls)
-
-    def run(i, fn):
-        barrier.wait(timeout=30)
-        try:
-            results[i] = fn()
-        except Exception as e:  # surfaced by the caller's assertions
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
 
 
 def test_nodes_share_users_and_tokens(nodes):
@@ -78,7 +56,7 @@ def test_totp_code_raced_on_both_nodes_succeeds_once(nodes):
     code, _ = carl.auth.fresh_code(min_remaining=10)
     fa = lk.second_factor_flow(a, carl)
     fb = lk.second_factor_flow(b, carl)
-    ra, rb = _race([lambda: lk.verify(a, fa["flow_id"], {"method": "totp", "code": code}),
+    ra, rb = lk.race([lambda: lk.verify(a, fa["flow_id"], {"method": "totp", "code": code}),
                     lambda: lk.verify(b, fb["flow_id"], {"method": "totp", "code": code})])
     for r in (ra, rb):
         assert not isinstance(r, Exception), r
@@ -135,7 +113,7 @@ def test_tap_raced_on_both_nodes_succeeds_once(nodes):
         tap = lk.issue_tap(a, "tara", single_use=True)["pass"]
         sa = expect(lk.start_signin(a, "tara"), 200)
         sb = expect(lk.start_signin(b, "tara"), 200)
-        ra, rb = _race([
+        ra, rb = lk.race([
             lambda: lk.verify(a, sa["flow_id"], {"method": "temporary_access_pass", "pass": tap}),
             lambda: lk.verify(b, sb["flow_id"], {"method": "temporary_access_pass", "pass": tap}),
         ])

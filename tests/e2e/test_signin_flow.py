@@ -13,7 +13,7 @@ from lk import assert_problem, expect
 @pytest.fixture(scope="module")
 def users(server):
     # All TOTP confirmations share one step, so the whole module waits for a fresh step at most once.
-    return lk.provision(server, ["alice", "lena", "rita", "pat", "wendy"])
+    return lk.provision(server, ["alice", "lena", "rita", "pat", "wendy", "rex"])
 
 
 def _future(ts: str) -> None:
@@ -78,15 +78,23 @@ def test_qr_svg_url_serves_svg(server):
     assert "svg" in r.headers.get("content-type", "") and b"<svg" in r.content, lk.describe(r)
 
 
-def test_totp_sha256_eight_digits(server):
-    lk.create_user(server, "sam")
-    enrol, auth = lk.enroll_totp(server, "sam", algorithm="SHA256", digits=8)
+@pytest.mark.parametrize("algorithm,digits", [("SHA256", 8), ("SHA512", 7), ("SHA1", 8)])
+def test_totp_algorithms_and_digits(server, algorithm, digits):
+    name = f"sam-{algorithm.lower()}-{digits}"
+    lk.create_user(server, name)
+    enrol, auth = lk.enroll_totp(server, name, algorithm=algorithm, digits=digits)
     parsed = pyotp.parse_uri(enrol["otpauth_uri"])
-    assert parsed.digits == 8, f"otpauth_uri digits: {enrol['otpauth_uri']}"
-    assert "ALGORITHM=SHA256" in enrol["otpauth_uri"].upper(), f"otpauth_uri algorithm: {enrol['otpauth_uri']}"
+    assert parsed.digits == digits, f"otpauth_uri digits: {enrol['otpauth_uri']}"
+    assert f"ALGORITHM={algorithm}" in enrol["otpauth_uri"].upper(), f"otpauth_uri algorithm: {enrol['otpauth_uri']}"
+    # A SHA1 code must not confirm a SHA256/512 method (the algorithm is really used).
+    if algorithm != "SHA1":
+        sha1 = lk.Authenticator(enrol["secret"], digits=digits, algorithm="SHA1")
+        wrong = sha1.code_at_step(sha1.current_step())
+        if wrong != auth.code_at_step(auth.current_step()):
+            assert_problem(lk.confirm_totp(server, name, enrol["id"], wrong), 400, "invalid-code")
     code, _ = auth.fresh_code(min_remaining=3)
-    assert len(code) == 8
-    doc = expect(lk.confirm_totp(server, "sam", enrol["id"], code), 200)
+    assert len(code) == digits
+    doc = expect(lk.confirm_totp(server, name, enrol["id"], code), 200)
     assert doc.get("state") == "active", doc
 
 
@@ -113,6 +121,10 @@ def test_password_totp_signin_session_and_replay(server, users):
     flow2 = lk.second_factor_flow(server, alice)
     assert_problem(lk.verify(server, flow2["flow_id"], {"method": "totp", "code": code}), 401, "code-replayed")
 
+    totp = [m for m in lk.methods(server, "alice") if m.get("id") == alice.totp_method_id]
+    assert totp and totp[0].get("last_used_at"), f"last_used_at not set after a TOTP sign-in: {totp!r}"
+    lk.parse_rfc3339(totp[0]["last_used_at"])
+
     sess = expect(server.api("GET", "/session", token=token), 200)
     assert sess.get("username") == "alice", sess
     assert {"pwd", "otp"} <= set(sess.get("amr", [])) and sess.get("acr") == "mfa", sess
@@ -130,6 +142,33 @@ def test_password_totp_signin_session_and_replay(server, users):
 
     expect(server.api("DELETE", "/session", token=token), 204)
     assert_problem(server.api("GET", "/session", token=token), 401)
+
+
+def test_same_code_raced_in_two_flows_succeeds_once(server, users):
+    rex = users["rex"]
+    code, _ = rex.auth.fresh_code(min_remaining=10)
+    f1, f2 = lk.second_factor_flow(server, rex), lk.second_factor_flow(server, rex)
+    r1, r2 = lk.race([lambda: lk.verify(server, f1["flow_id"], {"method": "totp", "code": code}),
+                      lambda: lk.verify(server, f2["flow_id"], {"method": "totp", "code": code})])
+    for r in (r1, r2):
+        assert not isinstance(r, Exception), r
+    assert sorted([r1.status_code, r2.status_code]) == [200, 401], \
+        f"one code in two concurrent flows: {lk.describe(r1)} / {lk.describe(r2)}"
+    assert_problem(r1 if r1.status_code == 401 else r2, 401, "code-replayed")
+
+
+def test_single_use_tap_raced_in_two_flows_succeeds_once(server):
+    lk.create_user(server, "rae")
+    for round_ in range(3):
+        tap = lk.issue_tap(server, "rae")["pass"]
+        s1, s2 = expect(lk.start_signin(server, "rae"), 200), expect(lk.start_signin(server, "rae"), 200)
+        r1, r2 = lk.race([
+            lambda: lk.verify(server, s1["flow_id"], {"method": "temporary_access_pass", "pass": tap}),
+            lambda: lk.verify(server, s2["flow_id"], {"method": "temporary_access_pass", "pass": tap})])
+        for r in (r1, r2):
+            assert not isinstance(r, Exception), r
+        assert sorted([r1.status_code, r2.status_code]) == [200, 401], \
+            f"round {round_}: {lk.describe(r1)} / {lk.describe(r2)}"
 
 
 def test_signin_without_password_then_password_then_totp(server, users):
@@ -235,6 +274,34 @@ def test_recovery_codes_single_use_and_regeneration(server, users):
     assert not set(first["codes"]) & set(second["codes"]), "regenerated set reuses old codes"
     assert_problem(use(first["codes"][2]), 401, ("invalid-code", "code-replayed"))
     expect(use(second["codes"][0]), 200)
+
+
+def test_tap_verification_methods_and_multi_use(server):
+    lk.create_user(server, "tilly")
+    for method in ("callback", "manager_attestation", "in_person_id", "video_call"):
+        tap = lk.issue_tap(server, "tilly", method=method, note=f"e2e {method}")
+        _future(tap["expires_at"])
+    exp = lk.parse_rfc3339(lk.issue_tap(server, "tilly", lifetime_minutes=90)["expires_at"])
+    delta = (exp - lk.now_utc()).total_seconds()
+    assert 85 * 60 < delta <= 91 * 60, f"lifetime_minutes=90 gave expires_at {exp} ({delta:.0f}s from now)"
+
+    single = lk.issue_tap(server, "tilly", single_use=True)
+    expect(lk.tap_signin(server, "tilly", single["pass"]), 200)
+    assert_problem(lk.tap_signin(server, "tilly", single["pass"]), 401)
+
+
+def test_multi_use_tap(server):
+    lk.create_user(server, "milo")
+    body = {"lifetime_minutes": 60, "single_use": False,
+            "verification": {"method": "video_call", "note": "e2e: video call"}}
+    r = server.api("POST", "/users/milo/temporary-access-passes", body)
+    if r.status_code == 403:
+        p = assert_problem(r, 403, "forbidden")
+        pytest.skip(f"multi-use TAPs refused by the server's policy: {p.get('detail')!r}")
+    multi = expect(r, 201)
+    for _ in range(2):
+        done = expect(lk.tap_signin(server, "milo", multi["pass"]), 200)
+        assert done.get("acr") == "passwordless_mfa" and done.get("methods") == ["temporary_access_pass"], done
 
 
 def test_notifications_for_new_methods_and_taps(server):

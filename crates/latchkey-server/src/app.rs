@@ -552,10 +552,8 @@ impl App {
             .find(|m| m.id == id)
             .ok_or_else(|| AppError::NotFound("method".into()))?;
         if p.is_user(&user) && !p.is_admin() {
-            let remaining = methods
-                .iter()
-                .filter(|o| o.id != m.id && o.state == MethodState::Active && o.kind.second_factor().is_some());
-            if m.state == MethodState::Active && m.kind.second_factor().is_some() && remaining.count() == 0 {
+            let usable = self.usable_second_factor_methods(&user).await?;
+            if usable.iter().any(|u| u.id == m.id) && usable.len() == 1 {
                 return Err(AppError::Conflict(
                     "this is your last second factor; register another before removing it".into(),
                 ));
@@ -618,6 +616,13 @@ impl App {
             ));
         }
         let user = self.user(username).await?;
+        if user.privileged() && !p.is_admin() {
+            // A pass signs in as its user: a helpdesk agent must not be able
+            // to become an administrator with one.
+            return Err(AppError::Forbidden(
+                "a pass for a privileged user can only be issued by an administrator".into(),
+            ));
+        }
         let now = self.now();
         let request = TapRequest {
             lifetime_minutes,
@@ -784,39 +789,71 @@ impl App {
 
     // ---- sign-in -------------------------------------------------------
 
-    async fn check_locks(&self, username: &str, ctx: &SignInContext) -> AppResult<()> {
-        let now = self.now();
-        let mut keys = vec![user_key(username)];
+    fn throttle_keys(&self, username: &str, ctx: &SignInContext) -> Vec<(String, LockPolicy)> {
+        let mut keys = vec![(user_key(username), self.config.user_lock)];
         if let Some(ip) = &ctx.source_ip {
-            keys.push(source_key(ip));
+            keys.push((source_key(ip), self.config.source_lock));
         }
-        for k in keys {
-            if let Err(wait) = self.store.throttle_state(&k).await?.check(now) {
-                return Err(AppError::TooManyAttempts { retry_after: wait });
+        keys
+    }
+
+    /// Count this attempt against the user and the source before verifying
+    /// it; refuse it while either is locked.
+    async fn begin_attempt(&self, username: &str, ctx: &SignInContext) -> AppResult<()> {
+        let now = self.now();
+        let mut counted = vec![];
+        for (key, policy) in self.throttle_keys(username, ctx) {
+            match self.store.begin_attempt(&key, &policy, now).await? {
+                Ok(_) => counted.push(key),
+                Err(wait) => {
+                    for k in counted {
+                        self.store.refund_attempt(&k).await?;
+                    }
+                    return Err(AppError::TooManyAttempts { retry_after: wait });
+                }
             }
         }
         Ok(())
     }
 
-    async fn record_failure(
+    /// The attempt was right, or was not a guess at all (malformed input).
+    async fn refund_attempt(&self, username: &str, ctx: &SignInContext) -> AppResult<()> {
+        for (key, _) in self.throttle_keys(username, ctx) {
+            self.store.refund_attempt(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Settle a counted attempt: refund it unless it was a wrong credential,
+    /// which is logged as a failed sign-in step.
+    async fn settle_attempt(
+        &self,
+        username: &str,
+        user_id: Option<String>,
+        ctx: &SignInContext,
+        result: &AppResult<()>,
+    ) -> AppResult<()> {
+        match result {
+            Err(
+                e @ (AppError::InvalidCredentials
+                | AppError::InvalidCode
+                | AppError::CodeReplayed
+                | AppError::InvalidPass),
+            ) => self.log_failure(username, user_id, ctx, failure_reason(e)).await,
+            _ => self.refund_attempt(username, ctx).await,
+        }
+    }
+
+    async fn log_failure(
         &self,
         username: &str,
         user_id: Option<String>,
         ctx: &SignInContext,
         reason: &str,
     ) -> AppResult<()> {
-        let now = self.now();
-        self.store
-            .record_failure(&user_key(username), &self.config.user_lock, now)
-            .await?;
-        if let Some(ip) = &ctx.source_ip {
-            self.store
-                .record_failure(&source_key(ip), &self.config.source_lock, now)
-                .await?;
-        }
         self.store
             .log_signin(&SignInLogEntry {
-                at: now,
+                at: self.now(),
                 user_id,
                 username: username.to_owned(),
                 application: ctx.application.clone(),
@@ -870,15 +907,25 @@ impl App {
         Ok(())
     }
 
-    async fn second_factors(&self, user: &UserRecord) -> AppResult<Vec<VerifyMethod>> {
+    /// Active methods that can answer a second-factor step now (a recovery
+    /// code set with no codes left cannot).
+    pub async fn usable_second_factor_methods(&self, user: &UserRecord) -> AppResult<Vec<MethodRecord>> {
         let mut out = vec![];
         for m in self.store.methods_for_user(&user.id).await? {
-            if m.state != MethodState::Active {
+            if m.state != MethodState::Active || m.kind.second_factor().is_none() {
                 continue;
             }
             if m.kind == MethodKind::RecoveryCodes && self.store.recovery_codes_left(&m.id).await? == 0 {
                 continue;
             }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    async fn second_factors(&self, user: &UserRecord) -> AppResult<Vec<VerifyMethod>> {
+        let mut out = vec![];
+        for m in self.usable_second_factor_methods(user).await? {
             if let Some(v) = m.kind.second_factor() {
                 if !out.contains(&v) {
                     out.push(v);
@@ -917,17 +964,15 @@ impl App {
         let now = self.now();
         let mut flow = SignInFlow::start(now, AuthStrength::Mfa);
         if let Some(password) = password {
-            self.check_locks(username, ctx).await?;
-            if !self.verify_password_for(user.as_ref(), password).await? {
-                self.record_failure(
-                    username,
-                    user.as_ref().map(|u| u.id.clone()),
-                    ctx,
-                    "invalid_credentials",
-                )
+            self.begin_attempt(username, ctx).await?;
+            let checked = match self.verify_password_for(user.as_ref(), password).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(AppError::InvalidCredentials),
+                Err(e) => Err(e),
+            };
+            self.settle_attempt(username, user.as_ref().map(|u| u.id.clone()), ctx, &checked)
                 .await?;
-                return Err(AppError::InvalidCredentials);
-            }
+            checked?;
             let user = user.as_ref().expect("verified password implies a user");
             self.rehash_if_needed(user, password).await?;
             let factors = self.second_factors(user).await?;
@@ -987,7 +1032,7 @@ impl App {
             source_ip: ctx.source_ip.clone().or(rec.source_ip.clone()),
             device_id: ctx.device_id.clone(),
         };
-        self.check_locks(&rec.username, &ctx).await?;
+        self.begin_attempt(&rec.username, &ctx).await?;
         let user = match &rec.user_id {
             Some(id) => self
                 .store
@@ -997,53 +1042,50 @@ impl App {
             None => None,
         };
         let mut tap_used: Option<latchkey_store::TapRecord> = None;
-        let checked: AppResult<()> = match (method, &proof) {
-            (VerifyMethod::Password, Proof::Password(pw)) => {
-                if self.verify_password_for(user.as_ref(), pw).await? {
-                    Ok(())
-                } else {
-                    Err(AppError::InvalidCredentials)
+        // An async block, so a `?` inside still settles the counted attempt.
+        let checked: AppResult<()> = async {
+            match (method, &proof) {
+                (VerifyMethod::Password, Proof::Password(pw)) => {
+                    if self.verify_password_for(user.as_ref(), pw).await? {
+                        Ok(())
+                    } else {
+                        Err(AppError::InvalidCredentials)
+                    }
                 }
-            }
-            (VerifyMethod::Totp, Proof::Code(code)) => self.check_totp(user.as_ref(), code, now).await,
-            (VerifyMethod::RecoveryCode, Proof::Code(code)) => {
-                let h = latchkey_core::recovery::hash_input(self.keys.pepper(), code)?;
-                match &user {
-                    Some(u) if self.store.use_recovery_code(&u.id, &h, now).await? => Ok(()),
-                    _ => Err(AppError::InvalidCode),
+                (VerifyMethod::Totp, Proof::Code(code)) => self.check_totp(user.as_ref(), code, now).await,
+                (VerifyMethod::RecoveryCode, Proof::Code(code)) => {
+                    let h = latchkey_core::recovery::hash_input(self.keys.pepper(), code)?;
+                    match &user {
+                        Some(u) if self.store.use_recovery_code(&u.id, &h, now).await? => Ok(()),
+                        _ => Err(AppError::InvalidCode),
+                    }
                 }
-            }
-            (VerifyMethod::TemporaryAccessPass, Proof::Pass(pass)) => {
-                let h = tap::hash_pass_input(self.keys.pepper(), pass)?;
-                match &user {
-                    Some(u) => match self.store.tap_by_hash(&u.id, &h).await? {
-                        Some(t)
-                            if tap::tap_state(t.starts_at, t.expires_at, t.single_use, t.used_at, now)
-                                == TapState::Usable =>
-                        {
-                            tap_used = Some(t);
-                            Ok(())
-                        }
-                        _ => Err(AppError::InvalidPass),
-                    },
-                    None => Err(AppError::InvalidPass),
+                (VerifyMethod::TemporaryAccessPass, Proof::Pass(pass)) => {
+                    let h = tap::hash_pass_input(self.keys.pepper(), pass)?;
+                    match &user {
+                        Some(u) => match self.store.tap_by_hash(&u.id, &h).await? {
+                            Some(t)
+                                if tap::tap_state(t.starts_at, t.expires_at, t.single_use, t.used_at, now)
+                                    == TapState::Usable =>
+                            {
+                                tap_used = Some(t);
+                                Ok(())
+                            }
+                            _ => Err(AppError::InvalidPass),
+                        },
+                        None => Err(AppError::InvalidPass),
+                    }
                 }
+                _ => Err(AppError::InvalidRequest(format!(
+                    "method '{}' needs its matching field",
+                    method.as_str()
+                ))),
             }
-            _ => Err(AppError::InvalidRequest(format!(
-                "method '{}' needs its matching field",
-                method.as_str()
-            ))),
-        };
-        if let Err(e) = checked {
-            if matches!(
-                e,
-                AppError::InvalidCredentials | AppError::InvalidCode | AppError::CodeReplayed | AppError::InvalidPass
-            ) {
-                self.record_failure(&rec.username, rec.user_id.clone(), &ctx, failure_reason(&e))
-                    .await?;
-            }
-            return Err(e);
         }
+        .await;
+        self.settle_attempt(&rec.username, rec.user_id.clone(), &ctx, &checked)
+            .await?;
+        checked?;
         let user = user.expect("a verified step implies a user");
         let factors = self.second_factors(&user).await?;
         let next = flow.clone().step_verified(method, &factors, now)?;
@@ -1143,7 +1185,10 @@ impl App {
             if !tx.use_tap(&t.id, now).await? {
                 // Another node spent this single-use pass first.
                 drop(tx);
-                self.record_failure(&user.username, Some(user.id.clone()), ctx, "invalid_pass")
+                self.store
+                    .record_failure(&user_key(&user.username), &self.config.user_lock, now)
+                    .await?;
+                self.log_failure(&user.username, Some(user.id.clone()), ctx, "invalid_pass")
                     .await?;
                 return Err(AppError::InvalidPass);
             }

@@ -156,8 +156,81 @@ impl Store {
         })
     }
 
-    /// Count one failure. The increment is a single atomic upsert, so
-    /// failures spread over several nodes all count.
+    /// Count an attempt *before* verifying it, and refuse it if the key is
+    /// locked. Check, count and lock are one atomic statement (a row lock on
+    /// PostgreSQL, the write lock on SQLite), so parallel guesses cannot all
+    /// slip in before the lock is set. A right answer is refunded with
+    /// [`Store::refund_attempt`]. `Err(seconds to wait)` when locked.
+    pub async fn begin_attempt(
+        &self,
+        key: &str,
+        policy: &LockPolicy,
+        now: i64,
+    ) -> Result<Result<ThrottleOutcome, i64>> {
+        // The next lock: base on the first, then double, capped.
+        let next_lock = "(CASE WHEN lock_secs = 0 THEN $4 WHEN lock_secs * 2 > $5 THEN $5 ELSE lock_secs * 2 END)";
+        let sql = format!(
+            "UPDATE throttle SET failures = failures + 1, updated_at = $2,
+                 lock_secs = CASE WHEN failures + 1 >= $3 THEN {next_lock} ELSE lock_secs END,
+                 locked_until = CASE WHEN failures + 1 >= $3 THEN $2 + {next_lock} ELSE locked_until END
+             WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)
+             RETURNING failures, locked_until"
+        );
+        // A concurrent success may delete the row between our statements;
+        // then simply start over.
+        for _ in 0..5 {
+            sqlx::query(
+                "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES ($1, 0, NULL, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            let row = sqlx::query(&sql)
+                .bind(key)
+                .bind(now)
+                .bind(policy.threshold as i64)
+                .bind(policy.base_secs)
+                .bind(policy.max_secs)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(r) = row {
+                return Ok(Ok(ThrottleOutcome {
+                    failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+                    locked_until: r.try_get("locked_until")?,
+                }));
+            }
+            let locked: Option<Option<i64>> = sqlx::query("SELECT locked_until FROM throttle WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("locked_until"))
+                .transpose()?;
+            if let Some(Some(until)) = locked {
+                if until > now {
+                    return Ok(Err(until - now));
+                }
+            }
+        }
+        Err(StoreError::Conflict(
+            "the attempt counter kept changing; try again".into(),
+        ))
+    }
+
+    /// Give back an attempt that turned out right: it was not a failure, and
+    /// the lock it may have set must not stop the user's next step. The lock
+    /// length is kept, so the next lock is still longer.
+    pub async fn refund_attempt(&self, key: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, locked_until = NULL WHERE key = $1",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Count one failure without gating (for callers that verified first).
     pub async fn record_failure(&self, key: &str, policy: &LockPolicy, now: i64) -> Result<ThrottleOutcome> {
         let row = sqlx::query(
             "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2)

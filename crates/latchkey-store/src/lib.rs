@@ -99,7 +99,7 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; busy_timeout
                         // makes a second process wait for the lock, not fail.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").await?;
                     }
                     Ok(())
                 })

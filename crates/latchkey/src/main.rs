@@ -424,7 +424,8 @@ async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_st
         .trim_end_matches('/')
         .to_owned();
     let app = db.app(config.clone()).await?;
-    println!("Latchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("Latchkey listening on http://{addr}");
+    println!("Version {}", env!("CARGO_PKG_VERSION"));
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),

@@ -98,8 +98,12 @@ CREATE TABLE api_tokens (
 
 CREATE TABLE throttle (
     key TEXT PRIMARY KEY,
+    -- Attempts are counted before they are verified (and refunded when
+    -- right), so parallel guesses cannot outrun the lock.
     failures INTEGER NOT NULL,
     locked_until INTEGER,
+    -- Length of the last lock; each new lock doubles it, up to the policy maximum.
+    lock_secs INTEGER NOT NULL DEFAULT 0,
     updated_at INTEGER NOT NULL
 );
 
