@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn lifecycle_is_one_way() {
-        assert_eq!(DeviceState::Active.transition(DeviceState::Lost).unwrap(), DeviceState::Lost);
+        assert_eq!(
+            DeviceState::Active.transition(DeviceState::Lost).unwrap(),
+            DeviceState::Lost
+        );
         assert!(DeviceState::Lost.transition(DeviceState::Active).is_err());
         assert!(DeviceState::Retired.transition(DeviceState::Lost).is_err());
         assert!(DeviceState::Active.transition(DeviceState::Active).is_err());

@@ -54,13 +54,32 @@ impl Scenario {
     pub fn steps(&self) -> &'static [CaseStep] {
         use CaseStep::*;
         match self {
-            Scenario::PlannedPhoneChange => {
-                &[VerifyIdentity, IssueTap, DeliverTap, ConfirmRegistration, RemoveOldMethods, ConfirmSignIn, Close]
-            }
-            Scenario::LostPhone => {
-                &[VerifyIdentity, IssueTap, DeliverTap, ConfirmRegistration, RemoveOldMethods, ConfirmSignIn, Close]
-            }
-            Scenario::NewEmployee => &[VerifyIdentity, IssueTap, DeliverTap, ConfirmRegistration, ConfirmSignIn, Close],
+            Scenario::PlannedPhoneChange => &[
+                VerifyIdentity,
+                IssueTap,
+                DeliverTap,
+                ConfirmRegistration,
+                RemoveOldMethods,
+                ConfirmSignIn,
+                Close,
+            ],
+            Scenario::LostPhone => &[
+                VerifyIdentity,
+                IssueTap,
+                DeliverTap,
+                ConfirmRegistration,
+                RemoveOldMethods,
+                ConfirmSignIn,
+                Close,
+            ],
+            Scenario::NewEmployee => &[
+                VerifyIdentity,
+                IssueTap,
+                DeliverTap,
+                ConfirmRegistration,
+                ConfirmSignIn,
+                Close,
+            ],
         }
     }
 
@@ -148,8 +167,16 @@ impl DeliveryChannel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum StepOutcome {
-    Done { actor: String, at: i64, evidence: serde_json::Value },
-    Skipped { actor: String, at: i64, reason: String },
+    Done {
+        actor: String,
+        at: i64,
+        evidence: serde_json::Value,
+    },
+    Skipped {
+        actor: String,
+        at: i64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,11 +203,22 @@ pub struct HelpdeskCase {
     /// The identity verification recorded by the first step; a pass is only
     /// issued under it.
     pub verification: Option<IdentityVerification>,
+    /// The user's second-factor methods when the case opened: "new" and
+    /// "old" methods are told apart by this, not by clock readings.
+    #[serde(default)]
+    pub methods_at_open: Vec<String>,
 }
 
 impl HelpdeskCase {
-    pub fn open(scenario: Scenario, now: i64) -> Self {
-        let steps: Vec<StepRecord> = scenario.steps().iter().map(|s| StepRecord { step: *s, outcome: None }).collect();
+    pub fn open(scenario: Scenario, now: i64, methods_at_open: Vec<String>) -> Self {
+        let steps: Vec<StepRecord> = scenario
+            .steps()
+            .iter()
+            .map(|s| StepRecord {
+                step: *s,
+                outcome: None,
+            })
+            .collect();
         Self {
             scenario,
             state: CaseState::Open { next: steps[0].step },
@@ -188,6 +226,7 @@ impl HelpdeskCase {
             opened_at: now,
             deadline: now + scenario.deadline_secs(),
             verification: None,
+            methods_at_open,
         }
     }
 
@@ -202,7 +241,7 @@ impl HelpdeskCase {
         matches!(self.state, CaseState::Open { .. }) && now > self.deadline
     }
 
-    fn expect_next(&self, step: CaseStep) -> Result<(), CoreError> {
+    pub fn check_next(&self, step: CaseStep) -> Result<(), CoreError> {
         match self.state {
             CaseState::Open { next } if next == step => Ok(()),
             CaseState::Open { next } => Err(CoreError::InvalidTransition(format!(
@@ -215,7 +254,11 @@ impl HelpdeskCase {
     }
 
     fn advance(mut self, step: CaseStep, outcome: StepOutcome, now: i64) -> Self {
-        let idx = self.steps.iter().position(|r| r.step == step).expect("step belongs to the runbook");
+        let idx = self
+            .steps
+            .iter()
+            .position(|r| r.step == step)
+            .expect("step belongs to the runbook");
         self.steps[idx].outcome = Some(outcome);
         self.state = match self.steps.get(idx + 1) {
             Some(r) => CaseState::Open { next: r.step },
@@ -231,41 +274,78 @@ impl HelpdeskCase {
         verification: IdentityVerification,
         now: i64,
     ) -> Result<Self, CoreError> {
-        self.expect_next(CaseStep::VerifyIdentity)?;
+        self.check_next(CaseStep::VerifyIdentity)?;
         if verification.method == VerificationMethod::Bootstrap {
-            return Err(CoreError::InvalidInput("'bootstrap' is not a helpdesk verification method".into()));
+            return Err(CoreError::InvalidInput(
+                "'bootstrap' is not a helpdesk verification method".into(),
+            ));
         }
         if verification.note.trim().is_empty() {
             return Err(CoreError::InvalidInput("describe how the identity was verified".into()));
         }
         let evidence = serde_json::to_value(&verification).expect("verification serialises");
         self.verification = Some(verification);
-        Ok(self.advance(CaseStep::VerifyIdentity, StepOutcome::Done { actor: actor.into(), at: now, evidence }, now))
+        Ok(self.advance(
+            CaseStep::VerifyIdentity,
+            StepOutcome::Done {
+                actor: actor.into(),
+                at: now,
+                evidence,
+            },
+            now,
+        ))
     }
 
     /// Record any other step as done, with the evidence the service checked.
-    pub fn complete(self, step: CaseStep, actor: &str, evidence: serde_json::Value, now: i64) -> Result<Self, CoreError> {
+    pub fn complete(
+        self,
+        step: CaseStep,
+        actor: &str,
+        evidence: serde_json::Value,
+        now: i64,
+    ) -> Result<Self, CoreError> {
         if step == CaseStep::VerifyIdentity {
             return Err(CoreError::InvalidInput("use verify_identity for the first step".into()));
         }
-        self.expect_next(step)?;
+        self.check_next(step)?;
         if self.verification.is_none() {
-            return Err(CoreError::InvalidTransition("the identity must be verified first".into()));
+            return Err(CoreError::InvalidTransition(
+                "the identity must be verified first".into(),
+            ));
         }
-        Ok(self.advance(step, StepOutcome::Done { actor: actor.into(), at: now, evidence }, now))
+        Ok(self.advance(
+            step,
+            StepOutcome::Done {
+                actor: actor.into(),
+                at: now,
+                evidence,
+            },
+            now,
+        ))
     }
 
     /// Skip the next step with a reason. Identity verification and closing
     /// cannot be skipped.
     pub fn skip(self, step: CaseStep, actor: &str, reason: &str, now: i64) -> Result<Self, CoreError> {
-        self.expect_next(step)?;
+        self.check_next(step)?;
         if matches!(step, CaseStep::VerifyIdentity | CaseStep::Close) {
-            return Err(CoreError::InvalidInput(format!("the step '{}' cannot be skipped", step.as_str())));
+            return Err(CoreError::InvalidInput(format!(
+                "the step '{}' cannot be skipped",
+                step.as_str()
+            )));
         }
         if reason.trim().is_empty() {
             return Err(CoreError::InvalidInput("a skipped step needs a reason".into()));
         }
-        Ok(self.advance(step, StepOutcome::Skipped { actor: actor.into(), at: now, reason: reason.trim().into() }, now))
+        Ok(self.advance(
+            step,
+            StepOutcome::Skipped {
+                actor: actor.into(),
+                at: now,
+                reason: reason.trim().into(),
+            },
+            now,
+        ))
     }
 
     pub fn cancel(mut self, reason: &str, now: i64) -> Result<Self, CoreError> {
@@ -275,23 +355,32 @@ impl HelpdeskCase {
         if reason.trim().is_empty() {
             return Err(CoreError::InvalidInput("cancelling a case needs a reason".into()));
         }
-        self.state = CaseState::Cancelled { at: now, reason: reason.trim().into() };
+        self.state = CaseState::Cancelled {
+            at: now,
+            reason: reason.trim().into(),
+        };
         Ok(self)
     }
 
     /// When a step was completed, if it was (e.g. when the pass was issued).
     pub fn done_at(&self, step: CaseStep) -> Option<i64> {
-        self.steps.iter().find(|r| r.step == step).and_then(|r| match &r.outcome {
-            Some(StepOutcome::Done { at, .. }) => Some(*at),
-            _ => None,
-        })
+        self.steps
+            .iter()
+            .find(|r| r.step == step)
+            .and_then(|r| match &r.outcome {
+                Some(StepOutcome::Done { at, .. }) => Some(*at),
+                _ => None,
+            })
     }
 
     pub fn evidence(&self, step: CaseStep) -> Option<&serde_json::Value> {
-        self.steps.iter().find(|r| r.step == step).and_then(|r| match &r.outcome {
-            Some(StepOutcome::Done { evidence, .. }) => Some(evidence),
-            _ => None,
-        })
+        self.steps
+            .iter()
+            .find(|r| r.step == step)
+            .and_then(|r| match &r.outcome {
+                Some(StepOutcome::Done { evidence, .. }) => Some(evidence),
+                _ => None,
+            })
     }
 }
 
@@ -301,21 +390,30 @@ mod tests {
     use serde_json::json;
 
     fn verification() -> IdentityVerification {
-        IdentityVerification { method: VerificationMethod::Callback, note: "called back the number on file".into() }
+        IdentityVerification {
+            method: VerificationMethod::Callback,
+            note: "called back the number on file".into(),
+        }
     }
 
     #[test]
     fn lost_phone_walks_every_step_in_order() {
-        let c = HelpdeskCase::open(Scenario::LostPhone, 0);
+        let c = HelpdeskCase::open(Scenario::LostPhone, 0, vec![]);
         assert_eq!(c.next_step(), Some(CaseStep::VerifyIdentity));
-        assert!(c.clone().complete(CaseStep::IssueTap, "hd", json!({}), 1).is_err(), "order is enforced");
+        assert!(
+            c.clone().complete(CaseStep::IssueTap, "hd", json!({}), 1).is_err(),
+            "order is enforced"
+        );
         let mut c = c.verify_identity("hd", verification(), 1).unwrap();
         for step in &Scenario::LostPhone.steps()[1..] {
             assert_eq!(c.next_step(), Some(*step));
             c = c.complete(*step, "hd", json!({}), 2).unwrap();
         }
         assert_eq!(c.state, CaseState::Closed { at: 2 });
-        assert!(c.complete(CaseStep::Close, "hd", json!({}), 3).is_err(), "closed is terminal");
+        assert!(
+            c.complete(CaseStep::Close, "hd", json!({}), 3).is_err(),
+            "closed is terminal"
+        );
     }
 
     #[test]
@@ -325,28 +423,33 @@ mod tests {
 
     #[test]
     fn skipping_needs_a_reason_and_never_covers_verification() {
-        let c = HelpdeskCase::open(Scenario::PlannedPhoneChange, 0);
+        let c = HelpdeskCase::open(Scenario::PlannedPhoneChange, 0, vec![]);
         assert!(c.clone().skip(CaseStep::VerifyIdentity, "hd", "trust me", 1).is_err());
         let c = c.verify_identity("hd", verification(), 1).unwrap();
         assert!(c.clone().skip(CaseStep::IssueTap, "hd", "  ", 2).is_err());
-        let c = c.skip(CaseStep::IssueTap, "hd", "user still has the old phone", 2).unwrap();
+        let c = c
+            .skip(CaseStep::IssueTap, "hd", "user still has the old phone", 2)
+            .unwrap();
         assert_eq!(c.next_step(), Some(CaseStep::DeliverTap));
         assert!(matches!(c.steps[1].outcome, Some(StepOutcome::Skipped { .. })));
     }
 
     #[test]
     fn verification_must_have_a_note_and_not_be_bootstrap() {
-        let c = HelpdeskCase::open(Scenario::LostPhone, 0);
+        let c = HelpdeskCase::open(Scenario::LostPhone, 0, vec![]);
         let mut v = verification();
         v.note = " ".into();
         assert!(c.clone().verify_identity("hd", v, 1).is_err());
-        let v = IdentityVerification { method: VerificationMethod::Bootstrap, note: "x".into() };
+        let v = IdentityVerification {
+            method: VerificationMethod::Bootstrap,
+            note: "x".into(),
+        };
         assert!(c.verify_identity("hd", v, 1).is_err());
     }
 
     #[test]
     fn overdue_only_while_open() {
-        let c = HelpdeskCase::open(Scenario::LostPhone, 0);
+        let c = HelpdeskCase::open(Scenario::LostPhone, 0, vec![]);
         assert!(!c.is_overdue(24 * 3600));
         assert!(c.is_overdue(24 * 3600 + 1));
         let c = c.cancel("duplicate ticket", 5).unwrap();
@@ -357,7 +460,10 @@ mod tests {
     fn email_is_not_a_delivery_channel() {
         assert!(DeliveryChannel::parse("email").is_err());
         assert!(DeliveryChannel::parse("EMAIL").is_err());
-        assert_eq!(DeliveryChannel::parse("phone-call").unwrap(), DeliveryChannel::PhoneCall);
+        assert_eq!(
+            DeliveryChannel::parse("phone-call").unwrap(),
+            DeliveryChannel::PhoneCall
+        );
     }
 
     #[test]

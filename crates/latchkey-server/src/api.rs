@@ -576,7 +576,10 @@ async fn issue_tap(
         crate::app::TapOutcome::Issued(t) => (StatusCode::CREATED, Json(TapResponse::from(t))).into_response(),
         crate::app::TapOutcome::PendingApproval { request_id } => (
             StatusCode::ACCEPTED,
-            Json(TapPendingResponse { request_id, state: "pending_approval".into() }),
+            Json(TapPendingResponse {
+                request_id,
+                state: "pending_approval".into(),
+            }),
         )
             .into_response(),
     })
@@ -888,11 +891,14 @@ impl utoipa::Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().expect("OpenAPI document serialises")
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::api_recovery::RecoveryDoc::openapi());
+    doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(crate::api_recovery::routes())
         .route("/api/v1/users", post(create_user).get(list_users))
         .route("/api/v1/users/{username}", get(get_user))
         .route("/api/v1/users/{username}/password", put(set_password))

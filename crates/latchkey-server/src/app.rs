@@ -496,8 +496,13 @@ impl App {
             "outbox",
             "A new sign-in method was added to your account",
             &format!(
-                "An authenticator app ('{}') was registered. If this was not you, call the helpdesk now.",
-                m.label
+                "An authenticator app ('{}') was registered{}. If this was not you, call the helpdesk now.",
+                m.label,
+                if via_tap(p) {
+                    " while signed in with a Temporary Access Pass"
+                } else {
+                    ""
+                }
             ),
             now,
         )
@@ -661,7 +666,9 @@ impl App {
             return Ok(TapOutcome::PendingApproval { request_id: id });
         }
         let mut tx = self.store.write().await?;
-        let issued = self.insert_tap(&mut tx, &user, &p.actor(), &verification, &grant, None, now).await?;
+        let issued = self
+            .insert_tap(&mut tx, &user, &p.actor(), &verification, &grant, None, now)
+            .await?;
         tx.commit().await?;
         Ok(TapOutcome::Issued(issued))
     }
@@ -712,7 +719,13 @@ impl App {
             now,
         )
         .await?;
-        Ok(IssuedTap { id, pass, starts_at: grant.starts_at, expires_at: grant.expires_at, single_use: grant.single_use })
+        Ok(IssuedTap {
+            id,
+            pass,
+            starts_at: grant.starts_at,
+            expires_at: grant.expires_at,
+            single_use: grant.single_use,
+        })
     }
 
     /// First start: create the first administrator with a one-time pass, so
@@ -1203,8 +1216,13 @@ impl App {
             )
             .await?;
         }
-        tx.insert_session(&self.hash("session", &token), &session, ctx.source_ip.as_deref())
-            .await?;
+        tx.insert_session(
+            &self.hash("session", &token),
+            &session,
+            ctx.source_ip.as_deref(),
+            ctx.device_id.as_deref(),
+        )
+        .await?;
         tx.audit(
             &AuditEntry::new(
                 format!("user:{}", user.username),
@@ -1308,7 +1326,7 @@ impl App {
         let rec = ApiTokenRecord {
             id: new_id(),
             name: name.to_owned(),
-            scopes: vec!["admin".into()],
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             created_by: p.actor(),
         };
         let mut tx = self.store.write().await?;
@@ -1359,6 +1377,11 @@ impl App {
             .await?;
         Ok(())
     }
+}
+
+/// Whether the caller is a session opened with a Temporary Access Pass.
+fn via_tap(p: &Principal) -> bool {
+    matches!(p, Principal::Session { session, .. } if session.methods.iter().any(|m| m == VerifyMethod::TemporaryAccessPass.as_str()))
 }
 
 fn failure_reason(e: &AppError) -> &'static str {

@@ -3,6 +3,7 @@
 //! the CLI.
 
 pub mod api;
+pub mod api_recovery;
 pub mod app;
 pub mod clock;
 pub mod error;

@@ -71,24 +71,46 @@ impl App {
         Ok(self.store.list_tap_requests(state).await?)
     }
 
-    /// A second helpdesk member approves a pass for a privileged user. The
+    /// A second administrator approves a pass for a privileged user. The
     /// approver may be neither the requester nor the user.
     pub async fn approve_tap_request(&self, p: &Principal, id: &str) -> AppResult<TapRequestRecord> {
-        require_helpdesk(p)?;
-        let req = self.store.tap_request(id).await?.ok_or_else(|| AppError::NotFound("pass request".into()))?;
+        // Requests exist only for privileged users: a second administrator decides.
+        p.require_admin()?;
+        let req = self
+            .store
+            .tap_request(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("pass request".into()))?;
         if req.requested_by == p.actor() {
-            return Err(AppError::Forbidden("the approver must be someone other than the requester".into()));
+            return Err(AppError::Forbidden(
+                "the approver must be someone other than the requester".into(),
+            ));
         }
-        let user = self.store.user_by_id(&req.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let user = self
+            .store
+            .user_by_id(&req.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
         if p.is_user(&user) {
             return Err(AppError::Forbidden("nobody may approve a pass for themselves".into()));
         }
         let mut tx = self.store.write().await?;
-        if !tx.decide_tap_request(id, "pending_approval", "approved", Some(&p.actor()), None, self.now()).await? {
-            return Err(AppError::InvalidState(format!("the request is {}, not pending approval", req.state)));
+        if !tx
+            .decide_tap_request(id, "pending_approval", "approved", Some(&p.actor()), None, self.now())
+            .await?
+        {
+            return Err(AppError::InvalidState(format!(
+                "the request is {}, not pending approval",
+                req.state
+            )));
         }
         tx.audit(
-            &AuditEntry::new(p.actor(), "tap.approve", format!("user:{}", user.username), json!({ "request_id": id, "requested_by": req.requested_by })),
+            &AuditEntry::new(
+                p.actor(),
+                "tap.approve",
+                format!("user:{}", user.username),
+                json!({ "request_id": id, "requested_by": req.requested_by }),
+            ),
             self.clock.now_ms(),
         )
         .await?;
@@ -99,11 +121,19 @@ impl App {
     /// The requester issues an approved pass; its lifetime starts now.
     pub async fn issue_approved_tap(&self, p: &Principal, id: &str) -> AppResult<IssuedTap> {
         require_helpdesk(p)?;
-        let req = self.store.tap_request(id).await?.ok_or_else(|| AppError::NotFound("pass request".into()))?;
+        let req = self
+            .store
+            .tap_request(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("pass request".into()))?;
         if req.requested_by != p.actor() {
             return Err(AppError::Forbidden("only the requester issues an approved pass".into()));
         }
-        let user = self.store.user_by_id(&req.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let user = self
+            .store
+            .user_by_id(&req.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
         let verification: Option<IdentityVerification> = serde_json::from_str(&req.verification_json)
             .map_err(|e| AppError::Internal(format!("stored verification: {e}")))?;
         let now = self.now();
@@ -119,10 +149,25 @@ impl App {
         )?;
         let mut tx = self.store.write().await?;
         let verification = serde_json::to_value(&verification).expect("verification serialises");
-        let issued =
-            self.insert_tap(&mut tx, &user, &p.actor(), &verification, &grant, req.decided_by.as_deref(), now).await?;
-        if !tx.decide_tap_request(id, "approved", "issued", None, Some(&issued.id), now).await? {
-            return Err(AppError::InvalidState(format!("the request is {}, not approved", req.state)));
+        let issued = self
+            .insert_tap(
+                &mut tx,
+                &user,
+                &p.actor(),
+                &verification,
+                &grant,
+                req.decided_by.as_deref(),
+                now,
+            )
+            .await?;
+        if !tx
+            .decide_tap_request(id, "approved", "issued", None, Some(&issued.id), now)
+            .await?
+        {
+            return Err(AppError::InvalidState(format!(
+                "the request is {}, not approved",
+                req.state
+            )));
         }
         tx.commit().await?;
         Ok(issued)
@@ -144,19 +189,29 @@ impl App {
         }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(AppError::InvalidRequest("device name must be 1-100 printable characters".into()));
+            return Err(AppError::InvalidRequest(
+                "device name must be 1-100 printable characters".into(),
+            ));
         }
         let platform: Platform = parse_enum(platform, "platform", "ios, android, windows, macos, linux, other")?;
         let ownership: Ownership = parse_enum(ownership, "ownership", "byod, corporate")?;
         let enum_str = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-        let (platform, ownership) =
-            (enum_str(serde_json::to_value(platform).unwrap()), enum_str(serde_json::to_value(ownership).unwrap()));
+        let (platform, ownership) = (
+            enum_str(serde_json::to_value(platform).unwrap()),
+            enum_str(serde_json::to_value(ownership).unwrap()),
+        );
         let id = new_id();
         let now = self.now();
         let mut tx = self.store.write().await?;
-        tx.insert_device(&id, &user.id, name, &platform, &ownership, now).await?;
+        tx.insert_device(&id, &user.id, name, &platform, &ownership, now)
+            .await?;
         tx.audit(
-            &AuditEntry::new(p.actor(), "device.register", format!("user:{}", user.username), json!({ "device_id": id, "name": name, "platform": platform, "ownership": ownership })),
+            &AuditEntry::new(
+                p.actor(),
+                "device.register",
+                format!("user:{}", user.username),
+                json!({ "device_id": id, "name": name, "platform": platform, "ownership": ownership }),
+            ),
             self.clock.now_ms(),
         )
         .await?;
@@ -179,11 +234,18 @@ impl App {
         external_id: Option<&str>,
     ) -> AppResult<DeviceRecord> {
         if !p.has_scope(API_SCOPE_MDM) {
-            return Err(AppError::Forbidden("compliance updates need an API token with the mdm scope".into()));
+            return Err(AppError::Forbidden(
+                "compliance updates need an API token with the mdm scope".into(),
+            ));
         }
-        let device = self.store.device(device_id).await?.ok_or_else(|| AppError::NotFound("device".into()))?;
+        let device = self
+            .store
+            .device(device_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("device".into()))?;
         let mut tx = self.store.write().await?;
-        tx.set_device_compliance(device_id, managed, compliant, external_id, self.now()).await?;
+        tx.set_device_compliance(device_id, managed, compliant, external_id, self.now())
+            .await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
@@ -201,8 +263,16 @@ impl App {
     /// Mark a device lost or retired: every method bound to it is revoked and
     /// its sessions end, in one audited transaction.
     pub async fn end_device(&self, p: &Principal, device_id: &str, to: DeviceState) -> AppResult<(Vec<String>, u64)> {
-        let device = self.store.device(device_id).await?.ok_or_else(|| AppError::NotFound("device".into()))?;
-        let user = self.store.user_by_id(&device.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let device = self
+            .store
+            .device(device_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("device".into()))?;
+        let user = self
+            .store
+            .user_by_id(&device.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
         if !p.has_role(Role::Helpdesk) {
             self.require_register(p, &user)?;
         }
@@ -253,13 +323,24 @@ impl App {
 
     /// Bind a method (e.g. an authenticator app) to the device it lives on, so
     /// losing the device revokes it.
-    pub async fn bind_method_to_device(&self, p: &Principal, username: &str, method_id: &str, device_id: &str) -> AppResult<()> {
+    pub async fn bind_method_to_device(
+        &self,
+        p: &Principal,
+        username: &str,
+        method_id: &str,
+        device_id: &str,
+    ) -> AppResult<()> {
         let user = self.user(username).await?;
         self.require_register(p, &user)?;
         let mut tx = self.store.write().await?;
         tx.bind_method_device(&user.id, method_id, device_id).await?;
         tx.audit(
-            &AuditEntry::new(p.actor(), "method.bind_device", format!("user:{}", user.username), json!({ "method_id": method_id, "device_id": device_id })),
+            &AuditEntry::new(
+                p.actor(),
+                "method.bind_device",
+                format!("user:{}", user.username),
+                json!({ "method_id": method_id, "device_id": device_id }),
+            ),
             self.clock.now_ms(),
         )
         .await?;
@@ -272,7 +353,11 @@ impl App {
     async fn case_view(&self, rec: &CaseRecord) -> AppResult<CaseView> {
         let case: HelpdeskCase =
             serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self.store.user_by_id(&rec.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let user = self
+            .store
+            .user_by_id(&rec.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
         Ok(CaseView {
             id: rec.id.clone(),
             username: user.username,
@@ -291,16 +376,39 @@ impl App {
         let scenario = Scenario::parse(scenario)?;
         let user = self.user(username).await?;
         if p.is_user(&user) {
-            return Err(AppError::Forbidden("open a case for someone else; your own recovery goes through a colleague".into()));
+            return Err(AppError::Forbidden(
+                "open a case for someone else; your own recovery goes through a colleague".into(),
+            ));
         }
         let now = self.now();
-        let case = HelpdeskCase::open(scenario, now);
+        let existing = self.store.methods_for_user(&user.id).await?;
+        let at_open = existing
+            .iter()
+            .filter(|m| m.state == MethodState::Active && m.kind.second_factor().is_some())
+            .map(|m| m.id.clone())
+            .collect();
+        let case = HelpdeskCase::open(scenario, now, at_open);
         let id = new_id();
         let json = serde_json::to_string(&case).expect("case serialises");
         let mut tx = self.store.write().await?;
-        tx.insert_case(&id, &user.id, scenario.as_str(), "open", &json, &p.actor(), now, case.deadline).await?;
+        tx.insert_case(
+            &id,
+            &user.id,
+            scenario.as_str(),
+            "open",
+            &json,
+            &p.actor(),
+            now,
+            case.deadline,
+        )
+        .await?;
         tx.audit(
-            &AuditEntry::new(p.actor(), "case.open", format!("user:{}", user.username), json!({ "case_id": id, "scenario": scenario, "deadline": case.deadline })),
+            &AuditEntry::new(
+                p.actor(),
+                "case.open",
+                format!("user:{}", user.username),
+                json!({ "case_id": id, "scenario": scenario, "deadline": case.deadline }),
+            ),
             self.clock.now_ms(),
         )
         .await?;
@@ -310,7 +418,11 @@ impl App {
 
     pub async fn case(&self, p: &Principal, id: &str) -> AppResult<CaseView> {
         require_helpdesk(p)?;
-        let rec = self.store.case(id).await?.ok_or_else(|| AppError::NotFound("case".into()))?;
+        let rec = self
+            .store
+            .case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
         self.case_view(&rec).await
     }
 
@@ -333,24 +445,36 @@ impl App {
     pub async fn case_step(&self, p: &Principal, id: &str, step: &str, input: StepInput) -> AppResult<StepResult> {
         require_helpdesk(p)?;
         let step = CaseStep::parse(step)?;
-        let rec = self.store.case(id).await?.ok_or_else(|| AppError::NotFound("case".into()))?;
+        let rec = self
+            .store
+            .case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
         let case: HelpdeskCase =
             serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self.store.user_by_id(&rec.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let user = self
+            .store
+            .user_by_id(&rec.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
+        // Order first, so an out-of-turn step says so before its evidence is checked.
+        case.check_next(step)?;
         let actor = p.actor();
         let now = self.now();
         let mut tap = None;
         let mut tx = self.store.write().await?;
         let next = match step {
             CaseStep::VerifyIdentity => {
-                let v = input.verification.ok_or_else(|| {
-                    AppError::InvalidRequest("record the verification: {method, note}".into())
-                })?;
+                let v = input
+                    .verification
+                    .ok_or_else(|| AppError::InvalidRequest("record the verification: {method, note}".into()))?;
                 case.verify_identity(&actor, v, now)?
             }
             CaseStep::IssueTap => {
                 let verification = case.verification.clone();
-                let single_use = input.single_use.unwrap_or(case.scenario != Scenario::NewEmployee || !self.config.tap.allow_multi_use);
+                let single_use = input
+                    .single_use
+                    .unwrap_or(case.scenario != Scenario::NewEmployee || !self.config.tap.allow_multi_use);
                 let grant = self.config.tap.validate(
                     &TapRequest {
                         lifetime_minutes: input.lifetime_minutes,
@@ -369,33 +493,64 @@ impl App {
                     let Some(req_id) = input.tap_request_id.as_deref() else {
                         drop(tx);
                         let outcome = self
-                            .issue_tap(p, &user.username, input.lifetime_minutes, single_use, None, verification)
+                            .issue_tap(
+                                p,
+                                &user.username,
+                                input.lifetime_minutes,
+                                single_use,
+                                None,
+                                verification,
+                            )
                             .await?;
                         let request_id = match outcome {
                             TapOutcome::PendingApproval { request_id } => request_id,
-                            TapOutcome::Issued(_) => return Err(AppError::Internal("privileged pass issued without approval".into())),
+                            TapOutcome::Issued(_) => {
+                                return Err(AppError::Internal("privileged pass issued without approval".into()))
+                            }
                         };
                         return Err(AppError::ApprovalRequired { request_id });
                     };
-                    let req = self.store.tap_request(req_id).await?.ok_or_else(|| AppError::NotFound("pass request".into()))?;
+                    let req = self
+                        .store
+                        .tap_request(req_id)
+                        .await?
+                        .ok_or_else(|| AppError::NotFound("pass request".into()))?;
                     if req.user_id != user.id || req.state != "issued" {
-                        return Err(AppError::InvalidState("that pass request is not an issued pass for this user".into()));
+                        return Err(AppError::InvalidState(
+                            "that pass request is not an issued pass for this user".into(),
+                        ));
                     }
-                    let evidence = json!({ "tap_request_id": req.id, "tap_id": req.tap_id, "approved_by": req.decided_by });
+                    let evidence =
+                        json!({ "tap_request_id": req.id, "tap_id": req.tap_id, "approved_by": req.decided_by });
                     let next = case.complete(step, &actor, evidence, now)?;
-                    self.save_case(&mut tx, p, &rec, &user, &next, json!({ "step": step, "outcome": "done" })).await?;
+                    self.save_case(
+                        &mut tx,
+                        p,
+                        &rec,
+                        &user,
+                        &next,
+                        json!({ "step": step, "outcome": "done" }),
+                    )
+                    .await?;
                     tx.commit().await?;
-                    return Ok(StepResult { case: self.case(p, id).await?, tap: None });
+                    return Ok(StepResult {
+                        case: self.case(p, id).await?,
+                        tap: None,
+                    });
                 }
-                let issued = self.insert_tap(&mut tx, &user, &actor, &vjson, &grant, None, now).await?;
-                let evidence = json!({ "tap_id": issued.id, "expires_at": issued.expires_at, "single_use": issued.single_use });
+                let issued = self
+                    .insert_tap(&mut tx, &user, &actor, &vjson, &grant, None, now)
+                    .await?;
+                let evidence =
+                    json!({ "tap_id": issued.id, "expires_at": issued.expires_at, "single_use": issued.single_use });
                 tap = Some(issued);
                 case.complete(step, &actor, evidence, now)?
             }
             CaseStep::DeliverTap => {
-                let channel = input.channel.as_deref().ok_or_else(|| {
-                    AppError::InvalidRequest("say how the pass was delivered (channel)".into())
-                })?;
+                let channel = input
+                    .channel
+                    .as_deref()
+                    .ok_or_else(|| AppError::InvalidRequest("say how the pass was delivered (channel)".into()))?;
                 let channel = DeliveryChannel::parse(channel)?;
                 case.complete(step, &actor, json!({ "channel": channel, "note": input.note }), now)?
             }
@@ -404,7 +559,7 @@ impl App {
                 let new: Vec<&String> = methods
                     .iter()
                     .filter(|m| m.state == MethodState::Active && m.kind.second_factor().is_some())
-                    .filter(|m| m.confirmed_at.unwrap_or(m.registered_at) >= case.opened_at)
+                    .filter(|m| !case.methods_at_open.contains(&m.id))
                     .map(|m| &m.id)
                     .collect();
                 if new.is_empty() {
@@ -417,11 +572,19 @@ impl App {
             CaseStep::RemoveOldMethods => {
                 let mut removed = vec![];
                 for device_id in &input.lost_device_ids {
-                    let device = self.store.device(device_id).await?.ok_or_else(|| AppError::NotFound("device".into()))?;
+                    let device = self
+                        .store
+                        .device(device_id)
+                        .await?
+                        .ok_or_else(|| AppError::NotFound("device".into()))?;
                     if device.user_id != user.id {
-                        return Err(AppError::InvalidRequest(format!("device {device_id} is not this user's")));
+                        return Err(AppError::InvalidRequest(format!(
+                            "device {device_id} is not this user's"
+                        )));
                     }
-                    let (m, _) = self.end_device_in(&mut tx, p, &user, &device, DeviceState::Lost, now).await?;
+                    let (m, _) = self
+                        .end_device_in(&mut tx, p, &user, &device, DeviceState::Lost, now)
+                        .await?;
                     removed.extend(m);
                 }
                 let methods = self.store.methods_for_user(&user.id).await?;
@@ -429,10 +592,18 @@ impl App {
                     if removed.contains(mid) {
                         continue;
                     }
-                    let m = methods.iter().find(|m| &m.id == mid).ok_or_else(|| AppError::NotFound(format!("method {mid}")))?;
+                    let m = methods
+                        .iter()
+                        .find(|m| &m.id == mid)
+                        .ok_or_else(|| AppError::NotFound(format!("method {mid}")))?;
                     tx.delete_method(&user.id, mid).await?;
                     tx.audit(
-                        &AuditEntry::new(&actor, "method.remove", format!("user:{}", user.username), json!({ "method_id": m.id, "kind": m.kind, "label": m.label, "case_id": id })),
+                        &AuditEntry::new(
+                            &actor,
+                            "method.remove",
+                            format!("user:{}", user.username),
+                            json!({ "method_id": m.id, "kind": m.kind, "label": m.label, "case_id": id }),
+                        ),
                         self.clock.now_ms(),
                     )
                     .await?;
@@ -442,7 +613,7 @@ impl App {
                     .iter()
                     .filter(|m| !removed.contains(&m.id))
                     .filter(|m| m.state == MethodState::Active && m.kind.second_factor().is_some())
-                    .filter(|m| m.confirmed_at.unwrap_or(m.registered_at) < case.opened_at)
+                    .filter(|m| case.methods_at_open.contains(&m.id))
                     .filter(|m| m.kind != latchkey_core::MethodKind::RecoveryCodes)
                     .map(|m| &m.id)
                     .collect();
@@ -452,7 +623,12 @@ impl App {
                         stale.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                     )));
                 }
-                case.complete(step, &actor, json!({ "removed_methods": removed, "lost_devices": input.lost_device_ids }), now)?
+                case.complete(
+                    step,
+                    &actor,
+                    json!({ "removed_methods": removed, "lost_devices": input.lost_device_ids }),
+                    now,
+                )?
             }
             CaseStep::ConfirmSignIn => {
                 let since = case.done_at(CaseStep::ConfirmRegistration).unwrap_or(case.opened_at);
@@ -461,39 +637,86 @@ impl App {
                         "no normal sign-in (without a pass) since the new method was registered; ask the user to sign in".into(),
                     ));
                 };
-                case.complete(step, &actor, json!({ "signin_at": s.at, "methods": s.methods, "acr": s.acr }), now)?
+                case.complete(
+                    step,
+                    &actor,
+                    json!({ "signin_at": s.at, "methods": s.methods, "acr": s.acr }),
+                    now,
+                )?
             }
             CaseStep::Close => case.complete(step, &actor, json!({ "note": input.note }), now)?,
         };
-        self.save_case(&mut tx, p, &rec, &user, &next, json!({ "step": step, "outcome": "done" })).await?;
+        self.save_case(
+            &mut tx,
+            p,
+            &rec,
+            &user,
+            &next,
+            json!({ "step": step, "outcome": "done" }),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(StepResult { case: self.case(p, id).await?, tap })
+        Ok(StepResult {
+            case: self.case(p, id).await?,
+            tap,
+        })
     }
 
     pub async fn case_skip(&self, p: &Principal, id: &str, step: &str, reason: &str) -> AppResult<CaseView> {
         require_helpdesk(p)?;
         let step = CaseStep::parse(step)?;
-        let rec = self.store.case(id).await?.ok_or_else(|| AppError::NotFound("case".into()))?;
+        let rec = self
+            .store
+            .case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
         let case: HelpdeskCase =
             serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self.store.user_by_id(&rec.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let user = self
+            .store
+            .user_by_id(&rec.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
         let next = case.skip(step, &p.actor(), reason, self.now())?;
         let mut tx = self.store.write().await?;
-        self.save_case(&mut tx, p, &rec, &user, &next, json!({ "step": step, "outcome": "skipped", "reason": reason.trim() }))
-            .await?;
+        self.save_case(
+            &mut tx,
+            p,
+            &rec,
+            &user,
+            &next,
+            json!({ "step": step, "outcome": "skipped", "reason": reason.trim() }),
+        )
+        .await?;
         tx.commit().await?;
         self.case(p, id).await
     }
 
     pub async fn case_cancel(&self, p: &Principal, id: &str, reason: &str) -> AppResult<CaseView> {
         require_helpdesk(p)?;
-        let rec = self.store.case(id).await?.ok_or_else(|| AppError::NotFound("case".into()))?;
+        let rec = self
+            .store
+            .case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
         let case: HelpdeskCase =
             serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self.store.user_by_id(&rec.user_id).await?.ok_or_else(|| AppError::NotFound("user".into()))?;
+        let user = self
+            .store
+            .user_by_id(&rec.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
         let next = case.cancel(reason, self.now())?;
         let mut tx = self.store.write().await?;
-        self.save_case(&mut tx, p, &rec, &user, &next, json!({ "outcome": "cancelled", "reason": reason.trim() })).await?;
+        self.save_case(
+            &mut tx,
+            p,
+            &rec,
+            &user,
+            &next,
+            json!({ "outcome": "cancelled", "reason": reason.trim() }),
+        )
+        .await?;
         tx.commit().await?;
         self.case(p, id).await
     }
@@ -508,7 +731,8 @@ impl App {
         details: serde_json::Value,
     ) -> AppResult<()> {
         let json = serde_json::to_string(next).expect("case serialises");
-        tx.update_case(&rec.id, &rec.case_json, case_state_str(next), &json, self.now()).await?;
+        tx.update_case(&rec.id, &rec.case_json, case_state_str(next), &json, self.now())
+            .await?;
         let action = match next.state {
             CaseState::Closed { .. } => "case.close",
             CaseState::Cancelled { .. } => "case.cancel",
@@ -516,8 +740,11 @@ impl App {
         };
         let mut details = details;
         details["case_id"] = json!(rec.id);
-        tx.audit(&AuditEntry::new(p.actor(), action, format!("user:{}", user.username), details), self.clock.now_ms())
-            .await?;
+        tx.audit(
+            &AuditEntry::new(p.actor(), action, format!("user:{}", user.username), details),
+            self.clock.now_ms(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -550,6 +550,20 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit/verify", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
+    // recovery (issue 6)
+    ("/api/v1/tap-requests", &["get"]),
+    ("/api/v1/tap-requests/{id}/approve", &["post"]),
+    ("/api/v1/tap-requests/{id}/issue", &["post"]),
+    ("/api/v1/helpdesk/cases", &["post", "get"]),
+    ("/api/v1/helpdesk/cases/{id}", &["get"]),
+    ("/api/v1/helpdesk/cases/{id}/steps", &["post"]),
+    ("/api/v1/helpdesk/cases/{id}/skip", &["post"]),
+    ("/api/v1/helpdesk/cases/{id}/cancel", &["post"]),
+    ("/api/v1/users/{username}/devices", &["post", "get"]),
+    ("/api/v1/users/{username}/methods/{id}/device", &["put"]),
+    ("/api/v1/devices/{id}/compliance", &["put"]),
+    ("/api/v1/devices/{id}/lost", &["post"]),
+    ("/api/v1/devices/{id}/retire", &["post"]),
 ];
 
 const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
@@ -558,7 +572,10 @@ const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head",
 const FORBIDDEN_WORDS: &[&str] = &[
     "disable",
     "bypass",
-    "skip",
+    // Skipping a runbook step (with a reason) is fine; skipping MFA is not.
+    "skip-mfa",
+    "skip_mfa",
+    "skip-second",
     "mfa-off",
     "mfa_off",
     "turn-off",

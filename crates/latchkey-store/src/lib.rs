@@ -24,8 +24,8 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
-pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
+pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
 
 #[derive(Debug, thiserror::Error)]

@@ -177,7 +177,10 @@ impl WriteTx {
             .iter()
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()?;
-        sqlx::query("DELETE FROM methods WHERE device_id = $1").bind(id).execute(self.conn()).await?;
+        sqlx::query("DELETE FROM methods WHERE device_id = $1")
+            .bind(id)
+            .execute(self.conn())
+            .await?;
         let sessions = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(id)
@@ -235,7 +238,14 @@ impl WriteTx {
 
     /// Compare-and-swap a case's state, so two agents cannot both record the
     /// same step.
-    pub async fn update_case(&mut self, id: &str, expected_json: &str, state: &str, next_json: &str, now: i64) -> Result<()> {
+    pub async fn update_case(
+        &mut self,
+        id: &str,
+        expected_json: &str,
+        state: &str,
+        next_json: &str,
+        now: i64,
+    ) -> Result<()> {
         let n = sqlx::query(
             "UPDATE helpdesk_cases SET case_json = $1, state = $2, updated_at = $3 WHERE id = $4 AND case_json = $5",
         )
@@ -248,7 +258,9 @@ impl WriteTx {
         .await?
         .rows_affected();
         if n == 0 {
-            return Err(StoreError::Conflict("the case was changed by someone else; reload it".into()));
+            return Err(StoreError::Conflict(
+                "the case was changed by someone else; reload it".into(),
+            ));
         }
         Ok(())
     }
@@ -385,7 +397,11 @@ impl Store {
         for r in rows {
             let methods: Vec<String> = crate::json_vec(&r.try_get::<String, _>("methods_json")?, "methods")?;
             if !methods.iter().any(|m| m == "temporary_access_pass") {
-                return Ok(Some(SignInSummary { at: r.try_get("at")?, methods, acr: r.try_get("acr")? }));
+                return Ok(Some(SignInSummary {
+                    at: r.try_get("at")?,
+                    methods,
+                    acr: r.try_get("acr")?,
+                }));
             }
         }
         Ok(None)

@@ -4,6 +4,7 @@
 //! as the local operator: whoever can read the key file is the operator.
 
 mod bench;
+mod helpdesk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,18 @@ struct DbArgs {
     /// Argon2id iterations (OWASP default 2).
     #[arg(long, global = true, env = "LATCHKEY_ARGON2_ITERATIONS", default_value_t = 2)]
     argon2_iterations: u32,
+    /// Shortest Temporary Access Pass lifetime an agent may choose, in minutes.
+    #[arg(long, global = true, env = "LATCHKEY_TAP_MIN_MINUTES", default_value_t = 60)]
+    tap_min_minutes: i64,
+    /// Longest Temporary Access Pass lifetime, in minutes (the guide: 1-8 h).
+    #[arg(long, global = true, env = "LATCHKEY_TAP_MAX_MINUTES", default_value_t = 480)]
+    tap_max_minutes: i64,
+    /// Lifetime when none is given, in minutes.
+    #[arg(long, global = true, env = "LATCHKEY_TAP_DEFAULT_MINUTES", default_value_t = 60)]
+    tap_default_minutes: i64,
+    /// Allow multi-use passes (for onboarding several devices).
+    #[arg(long, global = true, env = "LATCHKEY_TAP_ALLOW_MULTI_USE")]
+    tap_allow_multi_use: bool,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +88,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Recovery runbooks and Temporary Access Passes.
+    Helpdesk {
+        #[command(subcommand)]
+        cmd: helpdesk::HelpdeskCmd,
+    },
+    /// Devices and their lifecycle.
+    Device {
+        #[command(subcommand)]
+        cmd: helpdesk::DeviceCmd,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Measure sign-in and TOTP throughput (see docs/performance.md).
@@ -96,6 +119,9 @@ enum TokenCmd {
     Create {
         #[arg(long)]
         name: String,
+        /// admin (default) or mdm (device compliance updates only); repeatable.
+        #[arg(long = "scope", default_value = "admin")]
+        scopes: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -175,6 +201,10 @@ impl DbArgs {
         let mut c = Config::default();
         c.password.memory_kib = self.argon2_memory_kib;
         c.password.iterations = self.argon2_iterations;
+        c.tap.min_minutes = self.tap_min_minutes;
+        c.tap.max_minutes = self.tap_max_minutes;
+        c.tap.default_minutes = self.tap_default_minutes;
+        c.tap.allow_multi_use = self.tap_allow_multi_use;
         c
     }
 
@@ -202,7 +232,7 @@ fn main() -> Result<()> {
     rt.block_on(run(cli))
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -215,6 +245,8 @@ async fn run(cli: Cli) -> Result<()> {
             public_url,
             stop_on_stdin_close,
         } => serve(&cli.db, &listen, public_url, stop_on_stdin_close).await,
+        Cmd::Helpdesk { cmd } => helpdesk::run(&*cli.db.app(cli.db.config()).await?, cmd).await,
+        Cmd::Device { cmd } => helpdesk::run_device(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Openapi => {
             println!("{}", latchkey_server::api::openapi_json());
             Ok(())
@@ -225,8 +257,9 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let app = cli.db.app(cli.db.config()).await?;
             match cmd {
-                TokenCmd::Create { name, json } => {
-                    let (rec, token) = app.create_api_token(&op, &name).await?;
+                TokenCmd::Create { name, scopes, json } => {
+                    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                    let (rec, token) = app.create_scoped_api_token(&op, &name, &scopes).await?;
                     if json {
                         print_json(&json!({ "id": rec.id, "name": rec.name, "token": token, "scopes": rec.scopes }))?;
                     } else {
