@@ -8,7 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use latchkey_core::tap::IdentityVerification;
 use latchkey_core::{AuthStrength, Role, VerifyMethod};
 use latchkey_store::{MethodRecord, UserRecord};
 use serde::{Deserialize, Serialize};
@@ -550,18 +549,15 @@ async fn issue_tap(
     ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<TapRequestBody>,
 ) -> AppResult<Response> {
-    let verification = match req.verification {
-        Some(v) => Some(IdentityVerification {
-            method: serde_json::from_value(serde_json::Value::String(v.method.clone())).map_err(|_| {
-                AppError::InvalidRequest(format!(
-                    "unknown verification method '{}' (callback, manager_attestation, in_person_id, video_call)",
-                    v.method
-                ))
-            })?,
-            note: v.note,
-        }),
-        None => None,
-    };
+    let verification = req
+        .verification
+        .map(|v| {
+            crate::api_recovery::parse_verification(crate::api_recovery::VerificationInput {
+                method: v.method,
+                note: v.note,
+            })
+        })
+        .transpose()?;
     let t = app
         .issue_tap(
             &p,

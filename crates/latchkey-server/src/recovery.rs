@@ -445,18 +445,7 @@ impl App {
     pub async fn case_step(&self, p: &Principal, id: &str, step: &str, input: StepInput) -> AppResult<StepResult> {
         require_helpdesk(p)?;
         let step = CaseStep::parse(step)?;
-        let rec = self
-            .store
-            .case(id)
-            .await?
-            .ok_or_else(|| AppError::NotFound("case".into()))?;
-        let case: HelpdeskCase =
-            serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self
-            .store
-            .user_by_id(&rec.user_id)
-            .await?
-            .ok_or_else(|| AppError::NotFound("user".into()))?;
+        let (rec, case, user) = self.load_case(id).await?;
         // Order first, so an out-of-turn step says so before its evidence is checked.
         case.check_next(step)?;
         let actor = p.actor();
@@ -665,18 +654,7 @@ impl App {
     pub async fn case_skip(&self, p: &Principal, id: &str, step: &str, reason: &str) -> AppResult<CaseView> {
         require_helpdesk(p)?;
         let step = CaseStep::parse(step)?;
-        let rec = self
-            .store
-            .case(id)
-            .await?
-            .ok_or_else(|| AppError::NotFound("case".into()))?;
-        let case: HelpdeskCase =
-            serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self
-            .store
-            .user_by_id(&rec.user_id)
-            .await?
-            .ok_or_else(|| AppError::NotFound("user".into()))?;
+        let (rec, case, user) = self.load_case(id).await?;
         let next = case.skip(step, &p.actor(), reason, self.now())?;
         let mut tx = self.store.write().await?;
         self.save_case(
@@ -694,18 +672,7 @@ impl App {
 
     pub async fn case_cancel(&self, p: &Principal, id: &str, reason: &str) -> AppResult<CaseView> {
         require_helpdesk(p)?;
-        let rec = self
-            .store
-            .case(id)
-            .await?
-            .ok_or_else(|| AppError::NotFound("case".into()))?;
-        let case: HelpdeskCase =
-            serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
-        let user = self
-            .store
-            .user_by_id(&rec.user_id)
-            .await?
-            .ok_or_else(|| AppError::NotFound("user".into()))?;
+        let (rec, case, user) = self.load_case(id).await?;
         let next = case.cancel(reason, self.now())?;
         let mut tx = self.store.write().await?;
         self.save_case(
@@ -719,6 +686,22 @@ impl App {
         .await?;
         tx.commit().await?;
         self.case(p, id).await
+    }
+
+    async fn load_case(&self, id: &str) -> AppResult<(CaseRecord, HelpdeskCase, UserRecord)> {
+        let rec = self
+            .store
+            .case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
+        let case: HelpdeskCase =
+            serde_json::from_str(&rec.case_json).map_err(|e| AppError::Internal(format!("stored case: {e}")))?;
+        let user = self
+            .store
+            .user_by_id(&rec.user_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("user".into()))?;
+        Ok((rec, case, user))
     }
 
     async fn save_case(
