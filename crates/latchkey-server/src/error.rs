@@ -46,6 +46,12 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    AccessBlocked(String),
+    #[error("{0}")]
+    AuthenticationStrengthRequired(String),
+    #[error("{0}")]
+    PolicyLockout(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -99,6 +105,17 @@ impl AppError {
                 "invalid-request",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid request body",
+            ),
+            AccessBlocked(_) => ("access-blocked", StatusCode::FORBIDDEN, "Access blocked by policy"),
+            AuthenticationStrengthRequired(_) => (
+                "authentication-strength-required",
+                StatusCode::FORBIDDEN,
+                "Stronger authentication required",
+            ),
+            PolicyLockout(_) => (
+                "policy-lockout",
+                StatusCode::CONFLICT,
+                "The change would lock users out",
             ),
             Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }

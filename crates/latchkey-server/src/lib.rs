@@ -3,10 +3,12 @@
 //! the CLI.
 
 pub mod api;
+pub mod api_policy;
 pub mod app;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod policy;
 pub mod qr;
 
 use std::net::SocketAddr;

@@ -498,7 +498,13 @@ fn each_assignment_and_condition_decides_whether_a_policy_applies() {
 #[test]
 fn each_grant_control_and_their_combinations() {
     let compliant = Some(device(true, true, Some(Ownership::Corporate), Some(Platform::Macos)));
-    type Case = (&'static str, Vec<GrantControl>, Option<DevicePosture>, bool, Vec<&'static str>);
+    type Case = (
+        &'static str,
+        Vec<GrantControl>,
+        Option<DevicePosture>,
+        bool,
+        Vec<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         ("block", vec![GrantControl::Block], None, true, vec![]),
         (
