@@ -166,13 +166,48 @@ pub struct Conditions {
 }
 
 /// Grant controls. Several in one policy must all hold; `block` wins over the rest.
+/// Written `block`, `require_compliant_device` or `{require_strength: NAME}`
+/// in JSON and YAML alike.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "GrantRepr", into = "GrantRepr")]
 pub enum GrantControl {
     Block,
     /// The name of a built-in or custom authentication strength.
     RequireStrength(String),
     RequireCompliantDevice,
+}
+
+/// The written form of a grant: serde's enum tagging differs between JSON
+/// (maps) and YAML (`!tags`), and people write maps in both.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum GrantRepr {
+    Word(String),
+    Strength { require_strength: String },
+}
+
+impl TryFrom<GrantRepr> for GrantControl {
+    type Error = String;
+    fn try_from(r: GrantRepr) -> Result<Self, String> {
+        match r {
+            GrantRepr::Word(w) if w == "block" => Ok(GrantControl::Block),
+            GrantRepr::Word(w) if w == "require_compliant_device" => Ok(GrantControl::RequireCompliantDevice),
+            GrantRepr::Word(w) => Err(format!(
+                "unknown grant '{w}' (block, require_compliant_device, {{require_strength: NAME}})"
+            )),
+            GrantRepr::Strength { require_strength } => Ok(GrantControl::RequireStrength(require_strength)),
+        }
+    }
+}
+
+impl From<GrantControl> for GrantRepr {
+    fn from(g: GrantControl) -> Self {
+        match g {
+            GrantControl::Block => GrantRepr::Word("block".into()),
+            GrantControl::RequireCompliantDevice => GrantRepr::Word("require_compliant_device".into()),
+            GrantControl::RequireStrength(s) => GrantRepr::Strength { require_strength: s },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

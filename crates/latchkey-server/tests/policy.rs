@@ -504,3 +504,17 @@ async fn replay_reports_who_would_be_blocked() {
     assert_eq!(v["signins"], 1);
     assert_eq!(v["blocked"][0]["username"], "alice");
 }
+
+#[tokio::test]
+async fn the_example_document_is_valid_yaml_with_written_grants() {
+    use latchkey_server::policy::{parse_document, render_document, DocFormat};
+    let set = parse_document(include_str!("../../../docs/policy-example.yaml"), DocFormat::Yaml).unwrap();
+    assert_eq!(set.policies.len(), 4);
+    let yaml = render_document(&set, DocFormat::Yaml);
+    assert!(yaml.contains("require_strength: phishing_resistant"), "{yaml}");
+    assert!(!yaml.contains('!'), "no YAML tags in exported documents: {yaml}");
+    assert_eq!(parse_document(&yaml, DocFormat::Yaml).unwrap(), set);
+    let bad = "policies: [{id: p, name: p, state: enabled, grant: [allow_all], assignments: {users: {include: ['*']}, applications: {include: ['*']}}}]";
+    let err = parse_document(bad, DocFormat::Yaml).unwrap_err().to_string();
+    assert!(err.contains("policy document"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! as the local operator: whoever can read the key file is the operator.
 
 mod bench;
+mod policy_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +75,11 @@ enum Cmd {
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Conditional access: what-if, check (bootstrap-path analyzer), replay, export/import.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy_cmd::PolicyCmd,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -218,6 +224,10 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Openapi => {
             println!("{}", latchkey_server::api::openapi_json());
             Ok(())
+        }
+        Cmd::Policy { cmd } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            policy_cmd::run(&app, cmd).await
         }
         Cmd::Bench(args) => bench::run(&cli.db.data, cli.db.database_url.as_deref(), args).await,
         Cmd::Admin {
