@@ -31,7 +31,11 @@ fn policy_set() -> PolicySet {
                 _ => a.users.include = vec![ALL.into()],
             }
             a.users.exclude = vec![format!("user{i}")];
-            a.applications.include = vec![if i % 3 == 0 { ALL.into() } else { format!("app{}", i % 7) }];
+            a.applications.include = vec![if i % 3 == 0 {
+                ALL.into()
+            } else {
+                format!("app{}", i % 7)
+            }];
             let mut c = Conditions::default();
             match i % 5 {
                 0 => {
@@ -58,7 +62,11 @@ fn policy_set() -> PolicySet {
             ConditionalAccessPolicy {
                 id: format!("p{i:03}"),
                 name: format!("policy {i}"),
-                state: if i % 10 == 9 { PolicyState::ReportOnly } else { PolicyState::Enabled },
+                state: if i % 10 == 9 {
+                    PolicyState::ReportOnly
+                } else {
+                    PolicyState::Enabled
+                },
                 assignments: a,
                 conditions: c,
                 grant,
@@ -107,13 +115,21 @@ fn main() {
     // Warm up, then measure full passes over every user.
     let mut applied = 0usize;
     for (i, u) in users.iter().take(1000).enumerate() {
-        applied += evaluate(&set, &exceptions, &u.facts(), &contexts[i % 64], now).applied.len();
+        applied += evaluate(&set, &exceptions, &u.facts(), &contexts[i % 64], now)
+            .applied
+            .len();
     }
     let passes = 3;
     let start = Instant::now();
     for pass in 0..passes {
         for (i, u) in users.iter().enumerate() {
-            let d = evaluate(&set, &exceptions, &u.facts(), black_box(&contexts[(i + pass) % 64]), now);
+            let d = evaluate(
+                &set,
+                &exceptions,
+                &u.facts(),
+                black_box(&contexts[(i + pass) % 64]),
+                now,
+            );
             applied += black_box(d).applied.len();
         }
     }

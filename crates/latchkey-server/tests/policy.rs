@@ -35,7 +35,10 @@ async fn env() -> Env {
         N.fetch_add(1, Ordering::SeqCst)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Store::open_sqlite(&dir).await.unwrap();
+    env_on(Store::open_sqlite(&dir).await.unwrap()).await
+}
+
+async fn env_on(store: Store) -> Env {
     let clock = Arc::new(ManualClock::new(T0));
     let config = Config {
         password: PasswordParams {
@@ -517,4 +520,57 @@ async fn the_example_document_is_valid_yaml_with_written_grants() {
     let bad = "policies: [{id: p, name: p, state: enabled, grant: [allow_all], assignments: {users: {include: ['*']}, applications: {include: ['*']}}}]";
     let err = parse_document(bad, DocFormat::Yaml).unwrap_err().to_string();
     assert!(err.contains("policy document"), "{err}");
+}
+
+/// The same break-glass and exception paths on PostgreSQL (fresh database per run).
+#[tokio::test]
+async fn postgres_break_glass_alerts_and_exceptions() {
+    let Ok(base) = std::env::var("LATCHKEY_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED (PostgreSQL): LATCHKEY_TEST_POSTGRES_URL not set; run eval \"$(bash scripts/postgres.sh)\"");
+        return;
+    };
+    let db = format!("lk_policy_{}", std::process::id());
+    let psql = |sql: String| {
+        let ok = std::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &base, "-c", &sql])
+            .status()
+            .expect("psql runs");
+        assert!(ok.success(), "psql {sql}");
+    };
+    psql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql(format!("CREATE DATABASE {db}"));
+    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let e = env_on(Store::connect(&url).await.unwrap()).await;
+    let secret = e.user("breakglass1", &["admin"], &[]).await;
+    e.user("alice", &[], &[]).await;
+    let (s, _) = e
+        .call("PUT", "/api/v1/break-glass/breakglass1", true, Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = e
+        .policy(all_users_policy("block-all", "enabled", json!(["block"])), true)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let expires = latchkey_server::api::rfc3339(e.app.now() + 3600);
+    let (s, v) = e
+        .call(
+            "POST",
+            "/api/v1/policy-exceptions",
+            true,
+            Some(json!({ "policy_id": "block-all", "group": "staff", "reason": "pilot", "requested_by": "manager:bob", "expires_at": expires })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(e.signin("alice").await.0, StatusCode::FORBIDDEN);
+    let (_, flow) = e.signin("breakglass1").await;
+    let (_, v) = e.totp(&flow, &secret).await;
+    assert_eq!(v["state"], "complete", "{v}");
+    let (_, alerts) = e.call("GET", "/api/v1/alerts", true, None).await;
+    assert_eq!(alerts[0]["kind"], "break_glass.signin", "{alerts}");
+    let (_, bg) = e.call("GET", "/api/v1/break-glass", true, None).await;
+    assert!(bg[0]["last_use_at"].is_i64(), "{bg}");
+    let (_, list) = e.call("GET", "/api/v1/policy-exceptions", true, None).await;
+    assert_eq!(list[0]["subject"], json!({ "group": "staff" }));
+    e.app.store.close().await;
+    psql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
