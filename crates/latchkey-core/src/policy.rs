@@ -105,6 +105,12 @@ pub struct IncludeExclude<T> {
     pub exclude: Vec<T>,
 }
 
+impl<T> IncludeExclude<T> {
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+}
+
 impl<T> Default for IncludeExclude<T> {
     fn default() -> Self {
         Self {
@@ -118,13 +124,13 @@ impl<T> Default for IncludeExclude<T> {
 #[serde(deny_unknown_fields)]
 pub struct Assignments {
     /// Usernames; `*` = all users.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "IncludeExclude::is_empty")]
     pub users: IncludeExclude<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "IncludeExclude::is_empty")]
     pub groups: IncludeExclude<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "IncludeExclude::is_empty")]
     pub roles: IncludeExclude<Role>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "IncludeExclude::is_empty")]
     pub departments: IncludeExclude<String>,
     /// Application names; `*` = all. Sign-ins without an application are for `latchkey`.
     #[serde(default)]
