@@ -2,13 +2,17 @@
 //! current time (unix seconds unless a name says otherwise) and persist what
 //! these functions decide.
 
+pub mod analyzer;
 pub mod audit;
 pub mod device;
 pub mod helpdesk;
 pub mod model;
 pub mod otp;
 pub mod password;
+pub mod policy;
 pub mod recovery;
+pub mod replay;
+pub mod rollout;
 pub mod secret;
 pub mod signin;
 pub mod softlock;

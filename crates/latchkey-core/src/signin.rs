@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::VerifyMethod;
+use crate::policy::AuthenticationStrength;
 use crate::strength::AuthStrength;
 use crate::CoreError;
 
@@ -62,6 +63,11 @@ pub struct SignInFlow {
     /// Steps proven so far, in order.
     pub methods: Vec<VerifyMethod>,
     pub required: AuthStrength,
+    /// Strengths conditional access requires on top of `required`; all must
+    /// hold before the flow completes, and only factors that can still lead
+    /// there are offered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strengths: Vec<AuthenticationStrength>,
     pub started_at: i64,
     pub expires_at: i64,
 }
@@ -72,9 +78,52 @@ impl SignInFlow {
             state: SignInState::Started,
             methods: vec![],
             required,
+            strengths: vec![],
             started_at: now,
             expires_at: now + FLOW_LIFETIME_SECS,
         }
+    }
+
+    /// Add the strengths a conditional-access decision requires.
+    pub fn with_strengths(mut self, strengths: Vec<AuthenticationStrength>) -> Self {
+        self.strengths = strengths;
+        self
+    }
+
+    /// The strength a set of steps reaches, if it completes this flow.
+    fn completes(&self, methods: &[VerifyMethod]) -> Option<AuthStrength> {
+        AuthStrength::achieved(methods)
+            .filter(|acr| *acr >= self.required && self.strengths.iter().all(|s| s.satisfied_by(methods, None)))
+    }
+
+    /// Factors worth offering next: those that, with some of the user's other
+    /// factors, can still complete the flow and are needed for it. (At most 2^6 subsets.)
+    fn useful(&self, second_factors: &[VerifyMethod]) -> Vec<VerifyMethod> {
+        let pool: Vec<VerifyMethod> = second_factors
+            .iter()
+            .copied()
+            .filter(|m| m.is_second_factor() && !self.methods.contains(m))
+            .collect();
+        pool.iter()
+            .copied()
+            .filter(|m| {
+                let others: Vec<VerifyMethod> = pool.iter().copied().filter(|o| o != m).collect();
+                (0u32..1 << others.len()).any(|mask| {
+                    let mut set = self.methods.clone();
+                    set.push(*m);
+                    set.extend(
+                        others
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| mask & (1 << i) != 0)
+                            .map(|(_, o)| *o),
+                    );
+                    // `m` must matter: without it the same set falls short.
+                    let without: Vec<VerifyMethod> = set.iter().copied().filter(|x| x != m).collect();
+                    self.completes(&set).is_some() && self.completes(&without).is_none()
+                })
+            })
+            .collect()
     }
 
     pub fn is_expired(&self, now: i64) -> bool {
@@ -107,28 +156,21 @@ impl SignInFlow {
     ) -> Result<Self, CoreError> {
         self.check_allowed(method, now)?;
         self.methods.push(method);
-        self.state = match AuthStrength::achieved(&self.methods) {
-            Some(acr) if acr >= self.required => SignInState::Complete { acr },
+        self.state = match self.completes(&self.methods) {
+            Some(acr) => SignInState::Complete { acr },
             _ if method == VerifyMethod::Password => {
-                let allowed: Vec<VerifyMethod> = second_factors
-                    .iter()
-                    .copied()
-                    .filter(|m| m.is_second_factor())
-                    .collect();
+                let allowed = self.useful(second_factors);
                 if allowed.is_empty() {
                     SignInState::RegistrationRequired
                 } else {
                     SignInState::SecondFactorRequired { allowed }
                 }
             }
-            // A factor that proved something but not enough: keep asking for
-            // what remains (only reachable once stronger requirements exist).
+            // A factor that proved something but not enough (a TAP where a
+            // policy wants phishing resistance): keep asking for what can
+            // still complete the flow.
             _ => SignInState::SecondFactorRequired {
-                allowed: second_factors
-                    .iter()
-                    .copied()
-                    .filter(|m| !self.methods.contains(m))
-                    .collect(),
+                allowed: self.useful(second_factors),
             },
         };
         Ok(self)
@@ -200,6 +242,39 @@ mod tests {
             f.step_verified(Password, &[Totp], FLOW_LIFETIME_SECS),
             Err(CoreError::FlowExpired)
         );
+    }
+
+    #[test]
+    fn a_policy_strength_offers_only_factors_that_satisfy_it() {
+        let pr = crate::policy::AuthenticationStrength::builtin(AuthStrength::PhishingResistant);
+        let f = SignInFlow::start(0, AuthStrength::Mfa)
+            .with_strengths(vec![pr])
+            .step_verified(Password, &[Webauthn, Totp], 1)
+            .unwrap();
+        assert_eq!(
+            f.state,
+            SignInState::SecondFactorRequired {
+                allowed: vec![Webauthn]
+            }
+        );
+        assert!(f.clone().step_verified(Totp, &[Webauthn, Totp], 2).is_err());
+        let f = f.step_verified(Webauthn, &[Webauthn, Totp], 2).unwrap();
+        assert_eq!(
+            f.state,
+            SignInState::Complete {
+                acr: AuthStrength::PhishingResistant
+            }
+        );
+    }
+
+    #[test]
+    fn no_satisfying_factor_means_registration_required() {
+        let pr = crate::policy::AuthenticationStrength::builtin(AuthStrength::PhishingResistant);
+        let f = SignInFlow::start(0, AuthStrength::Mfa)
+            .with_strengths(vec![pr])
+            .step_verified(Password, &[Totp], 1)
+            .unwrap();
+        assert_eq!(f.state, SignInState::RegistrationRequired);
     }
 
     #[test]

@@ -889,12 +889,14 @@ pub struct ApiDoc;
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_recovery::RecoveryDoc::openapi());
+    doc.merge(crate::api_policy::PolicyDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(crate::api_recovery::routes())
+        .merge(crate::api_policy::routes())
         .route("/api/v1/users", post(create_user).get(list_users))
         .route("/api/v1/users/{username}", get(get_user))
         .route("/api/v1/users/{username}/password", put(set_password))

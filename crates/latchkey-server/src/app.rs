@@ -47,6 +47,10 @@ pub struct Config {
     pub source_lock: LockPolicy,
     pub totp_window: u64,
     pub bootstrap_pass_minutes: i64,
+    /// Longest a policy exception may last.
+    pub exception_max_days: i64,
+    /// How often break-glass accounts must be test-signed-in.
+    pub break_glass_test_interval_days: i64,
 }
 
 impl Default for Config {
@@ -63,6 +67,8 @@ impl Default for Config {
             source_lock: LockPolicy::SOURCE_DEFAULT,
             totp_window: 1,
             bootstrap_pass_minutes: 8 * 60,
+            exception_max_days: 30,
+            break_glass_test_interval_days: 90,
         }
     }
 }
@@ -200,6 +206,8 @@ pub struct App {
     /// A real Argon2 hash that no password matches, verified against for
     /// unknown users so timing doesn't reveal which usernames exist.
     dummy_hash: String,
+    /// The parsed conditional-access set, re-read when its generation changes.
+    pub(crate) policy_cache: crate::policy::PolicyCache,
 }
 
 fn user_key(username: &str) -> String {
@@ -218,6 +226,7 @@ impl App {
             config,
             clock,
             dummy_hash,
+            policy_cache: Default::default(),
         })
     }
 
@@ -936,7 +945,7 @@ impl App {
         Ok(out)
     }
 
-    async fn second_factors(&self, user: &UserRecord) -> AppResult<Vec<VerifyMethod>> {
+    pub(crate) async fn second_factors(&self, user: &UserRecord) -> AppResult<Vec<VerifyMethod>> {
         let mut out = vec![];
         for m in self.usable_second_factor_methods(user).await? {
             if let Some(v) = m.kind.second_factor() {
@@ -988,8 +997,12 @@ impl App {
             checked?;
             let user = user.as_ref().expect("verified password implies a user");
             self.rehash_if_needed(user, password).await?;
+            // Conditional access decides what this sign-in must prove.
+            let decision = self.enforce_access(user, ctx).await?;
             let factors = self.second_factors(user).await?;
-            flow = flow.step_verified(VerifyMethod::Password, &factors, now)?;
+            flow =
+                crate::policy::apply_decision(flow, &decision).step_verified(VerifyMethod::Password, &factors, now)?;
+            self.check_step_up(user, &flow, &factors, &decision, ctx).await?;
         }
         self.persist_new_flow(flow, username, user.map(|u| u.id), ctx, now)
             .await
@@ -1100,8 +1113,11 @@ impl App {
             .await?;
         checked?;
         let user = user.expect("a verified step implies a user");
+        // Re-evaluated at every step, so a policy change applies to flows in progress.
+        let decision = self.enforce_access(&user, &ctx).await?;
         let factors = self.second_factors(&user).await?;
-        let next = flow.clone().step_verified(method, &factors, now)?;
+        let next = crate::policy::apply_decision(flow.clone(), &decision).step_verified(method, &factors, now)?;
+        self.check_step_up(&user, &next, &factors, &decision, &ctx).await?;
         let next_json = serde_json::to_string(&next).expect("flow serialises");
         if !self.store.update_flow(&flow_hash, &rec.flow_json, &next_json).await? {
             return Err(AppError::InvalidState(
@@ -1119,7 +1135,12 @@ impl App {
             session_expires_at: None,
         };
         if let SignInState::Complete { acr } = next.state {
-            let (token, expires_at) = self.open_session(&user, &next, acr, tap_used.as_ref(), &ctx).await?;
+            let (token, expires_at) = self
+                .open_session(&user, &next, acr, tap_used.as_ref(), &ctx, Some(&decision))
+                .await?;
+            if decision.break_glass {
+                self.record_break_glass_use(&user, &ctx).await?;
+            }
             self.store.delete_flow(&flow_hash).await?;
             self.store.clear_throttle(&user_key(&rec.username)).await?;
             outcome.acr = Some(acr);
@@ -1175,10 +1196,15 @@ impl App {
         acr: AuthStrength,
         tap_used: Option<&latchkey_store::TapRecord>,
         ctx: &SignInContext,
+        decision: Option<&latchkey_core::policy::Decision>,
     ) -> AppResult<(String, i64)> {
         let now = self.now();
         let token = random_token(&mut OsRng, SESSION_PREFIX);
         let mut expires_at = now + self.config.session_absolute_secs;
+        if let Some(f) = decision.and_then(|d| d.sign_in_frequency_secs) {
+            // Sign-in frequency: the session ends when the policy wants a new sign-in.
+            expires_at = expires_at.min(now + f);
+        }
         if let Some(t) = tap_used {
             // A TAP session exists to register methods; it ends with the pass.
             expires_at = expires_at.min(t.expires_at);
@@ -1235,17 +1261,20 @@ impl App {
         .await?;
         tx.commit().await?;
         self.store
-            .log_signin(&SignInLogEntry {
-                at: now,
-                user_id: Some(user.id.clone()),
-                username: user.username.clone(),
-                application: ctx.application.clone(),
-                source_ip: ctx.source_ip.clone(),
-                result: "success".into(),
-                reason: None,
-                methods: session.methods.clone(),
-                acr: Some(session.acr.clone()),
-            })
+            .log_signin_with_decision(
+                &SignInLogEntry {
+                    at: now,
+                    user_id: Some(user.id.clone()),
+                    username: user.username.clone(),
+                    application: ctx.application.clone(),
+                    source_ip: ctx.source_ip.clone(),
+                    result: "success".into(),
+                    reason: None,
+                    methods: session.methods.clone(),
+                    acr: Some(session.acr.clone()),
+                },
+                decision.map(crate::policy::decision_log).as_ref(),
+            )
             .await?;
         Ok((token, expires_at))
     }

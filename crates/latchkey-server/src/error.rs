@@ -48,6 +48,12 @@ pub enum AppError {
     Unprocessable(String),
     #[error("a pass for a privileged user needs a second approver: request {request_id} awaits approval")]
     ApprovalRequired { request_id: String },
+    #[error("{0}")]
+    AccessBlocked(String),
+    #[error("{0}")]
+    AuthenticationStrengthRequired(String),
+    #[error("{0}")]
+    PolicyLockout(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -106,6 +112,17 @@ impl AppError {
                 "Invalid request body",
             ),
             ApprovalRequired { .. } => ("approval-required", StatusCode::CONFLICT, "Second approver required"),
+            AccessBlocked(_) => ("access-blocked", StatusCode::FORBIDDEN, "Access blocked by policy"),
+            AuthenticationStrengthRequired(_) => (
+                "authentication-strength-required",
+                StatusCode::FORBIDDEN,
+                "Stronger authentication required",
+            ),
+            PolicyLockout(_) => (
+                "policy-lockout",
+                StatusCode::CONFLICT,
+                "The change would lock users out",
+            ),
             Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }
     }

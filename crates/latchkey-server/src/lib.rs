@@ -3,11 +3,13 @@
 //! the CLI.
 
 pub mod api;
+pub mod api_policy;
 pub mod api_recovery;
 pub mod app;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod policy;
 pub mod qr;
 pub mod recovery;
 

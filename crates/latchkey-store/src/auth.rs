@@ -366,22 +366,7 @@ impl Store {
     // ---- sign-in log ---------------------------------------------------
 
     pub async fn log_signin(&self, e: &SignInLogEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(e.at)
-        .bind(e.user_id.clone())
-        .bind(&e.username)
-        .bind(e.application.clone())
-        .bind(e.source_ip.clone())
-        .bind(&e.result)
-        .bind(e.reason.clone())
-        .bind(serde_json::to_string(&e.methods).expect("strings serialise"))
-        .bind(e.acr.clone())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.log_signin_with_decision(e, None).await
     }
 }
 

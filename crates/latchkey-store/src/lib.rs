@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 pub mod keys;
 mod methods;
+mod policy;
 mod recovery;
 mod users;
 
@@ -25,6 +26,9 @@ pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
+pub use policy::{
+    AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
+};
 pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
 

@@ -780,7 +780,9 @@ async fn case_sessions_expire_idle_and_absolute(db: &Db) {
         expires_at: t0 + absolute,
     };
     let mut tx = db.write().await.unwrap();
-    tx.insert_session("token-hash-1", &s, Some("192.0.2.1")).await.unwrap();
+    tx.insert_session("token-hash-1", &s, Some("192.0.2.1"), None)
+        .await
+        .unwrap();
     tx.audit(&entry("session.create", "user:kate"), t0 * 1000)
         .await
         .unwrap();
@@ -862,7 +864,7 @@ async fn case_sessions_expire_idle_and_absolute(db: &Db) {
         ..s.clone()
     };
     let mut tx = db.write().await.unwrap();
-    tx.insert_session("token-hash-2", &s2, None).await.unwrap();
+    tx.insert_session("token-hash-2", &s2, None, None).await.unwrap();
     tx.audit(&entry("session.create", "user:kate"), t0 * 1000)
         .await
         .unwrap();
@@ -875,7 +877,7 @@ async fn case_sessions_expire_idle_and_absolute(db: &Db) {
         ..s2.clone()
     };
     assert!(
-        tx.insert_session("token-hash-2", &s3, None).await.is_err(),
+        tx.insert_session("token-hash-2", &s3, None, None).await.is_err(),
         "{}",
         db.backend
     );

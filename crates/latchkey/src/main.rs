@@ -5,6 +5,7 @@
 
 mod bench;
 mod helpdesk;
+mod policy_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,6 +98,11 @@ enum Cmd {
     Device {
         #[command(subcommand)]
         cmd: helpdesk::DeviceCmd,
+    },
+    /// Conditional access: what-if, check (bootstrap-path analyzer), replay, export/import.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy_cmd::PolicyCmd,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -250,6 +256,10 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Openapi => {
             println!("{}", latchkey_server::api::openapi_json());
             Ok(())
+        }
+        Cmd::Policy { cmd } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            policy_cmd::run(&app, cmd).await
         }
         Cmd::Bench(args) => bench::run(&cli.db.data, cli.db.database_url.as_deref(), args).await,
         Cmd::Admin {

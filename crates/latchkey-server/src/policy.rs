@@ -1,0 +1,1002 @@
+//! Conditional access in the service layer: evaluation at every sign-in,
+//! policy management (versioned, audited, guarded by the bootstrap-path
+//! analyzer), what-if, replay, exceptions, break-glass accounts and rollout.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use latchkey_core::analyzer::{self, AnalyzedUser, AnalyzerOptions, AnalyzerReport};
+use latchkey_core::policy::{
+    evaluate, minimum_builtin, validate_exception, AccessContext, AuthenticationStrength, ConditionalAccessPolicy,
+    Decision, DevicePosture, ExceptionSubject, NamedLocation, PolicyException, PolicySet, RiskLevel, UserAction,
+};
+use latchkey_core::replay::{self, HistoricSignIn, ReplayReport, UserProfile};
+use latchkey_core::rollout::{self, CampaignPhase, RolloutWave, WaveCoverage};
+use latchkey_core::signin::{SignInFlow, SignInState};
+use latchkey_core::{MethodState, Role, UserState, VerifyMethod};
+use latchkey_store::{
+    AlertRecord, AuditEntry, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInLogEntry,
+    UserRecord,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::app::{App, Principal, SignInContext};
+use crate::error::{AppError, AppResult};
+
+/// What evaluation reads, parsed once per generation (and per campaign phase).
+#[derive(Debug)]
+pub(crate) struct CachedPolicies {
+    generation: i64,
+    phases: Vec<CampaignPhase>,
+    /// Stored policies plus the policies of started rollout waves.
+    effective: PolicySet,
+    exceptions: Vec<PolicyException>,
+    break_glass: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct PolicyCache(RwLock<Option<(Arc<CachedPolicies>, Vec<RolloutWave>)>>);
+
+/// Document formats for import and export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocFormat {
+    #[default]
+    Yaml,
+    Json,
+}
+
+pub fn parse_document(text: &str, format: DocFormat) -> AppResult<PolicySet> {
+    let set: PolicySet = match format {
+        DocFormat::Json => {
+            serde_json::from_str(text).map_err(|e| AppError::InvalidRequest(format!("policy document: {e}")))?
+        }
+        DocFormat::Yaml => {
+            serde_norway::from_str(text).map_err(|e| AppError::InvalidRequest(format!("policy document: {e}")))?
+        }
+    };
+    Ok(set.validated()?)
+}
+
+pub fn render_document(set: &PolicySet, format: DocFormat) -> String {
+    match format {
+        DocFormat::Json => serde_json::to_string_pretty(set).expect("policy set serialises"),
+        DocFormat::Yaml => serde_norway::to_string(set).expect("policy set serialises"),
+    }
+}
+
+/// The flow as a decision wants it: the built-in floor for `acr`, plus every
+/// required strength as data.
+pub fn apply_decision(flow: SignInFlow, d: &Decision) -> SignInFlow {
+    let mut flow = flow.with_strengths(d.strengths.clone());
+    flow.required = flow.required.max(minimum_builtin(&d.required_strengths));
+    flow
+}
+
+/// What the sign-in log keeps of a decision.
+pub fn decision_log(d: &Decision) -> serde_json::Value {
+    json!({
+        "outcome": d.outcome,
+        "required_strengths": d.required_strengths,
+        "applied": d.applied,
+        "report_only": d.report_only,
+        "break_glass": d.break_glass,
+    })
+}
+
+fn parse_ip(ip: Option<&str>) -> Option<IpAddr> {
+    ip.and_then(|i| i.trim().parse().ok())
+}
+
+/// Input of a what-if question.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIf {
+    pub username: String,
+    #[serde(default)]
+    pub application: Option<String>,
+    /// `register_security_info` to ask about registering methods.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub action: Option<UserAction>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Hypothetical device posture (`compliant`, `managed`, `ownership`, `platform`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub device: Option<DevicePosture>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub risk: Option<RiskLevel>,
+    /// A proposed policy document to ask about instead of the stored set.
+    #[serde(default)]
+    pub document: Option<String>,
+    #[serde(default)]
+    pub format: Option<DocFormat>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The analyzer's report for the set checked.
+    pub report: AnalyzerReport,
+    /// Users the checked set locks out that the stored set doesn't.
+    pub newly_locked_out: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExceptionView {
+    #[serde(flatten)]
+    pub record: ExceptionRecord,
+    pub in_force: bool,
+    /// In force and ending within 7 days.
+    pub near_expiry: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakGlassView {
+    #[serde(flatten)]
+    pub record: BreakGlassRecord,
+    pub test_overdue: bool,
+    pub has_phishing_resistant_key: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WaveView {
+    #[serde(flatten)]
+    pub wave: RolloutWave,
+    pub phase: CampaignPhase,
+    pub coverage: WaveCoverage,
+}
+
+fn require_policy_admin(p: &Principal) -> AppResult<()> {
+    if p.has_role(Role::SecurityAdmin) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "managing policies needs the security_admin or admin role".into(),
+        ))
+    }
+}
+
+pub(crate) fn require_policy_read(p: &Principal) -> AppResult<()> {
+    if p.has_role(Role::SecurityAdmin) || p.has_role(Role::Auditor) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "reading policies needs the security_admin, auditor or admin role".into(),
+        ))
+    }
+}
+
+fn profile(u: &UserRecord, break_glass: bool) -> UserProfile {
+    UserProfile {
+        username: u.username.clone(),
+        groups: u.groups.clone(),
+        roles: u.roles.clone(),
+        department: u.department.clone(),
+        break_glass,
+    }
+}
+
+impl App {
+    // ---- evaluation ----------------------------------------------------
+
+    /// The policy state for `now`: one cheap generation read per call; the
+    /// set is re-read and re-parsed only when something changed.
+    pub(crate) async fn policies_now(&self) -> AppResult<Arc<CachedPolicies>> {
+        let now = self.now();
+        let generation = self.store.policy_generation().await?;
+        {
+            let guard = self.policy_cache.0.read().expect("policy cache lock");
+            if let Some((c, waves)) = guard.as_ref() {
+                let phases: Vec<CampaignPhase> = waves.iter().map(|w| w.phase(now)).collect();
+                if c.generation == generation && c.phases == phases {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let base = self.store.policy_set().await?;
+        let waves = self.store.rollout_waves().await?;
+        let exceptions = self
+            .store
+            .exceptions()
+            .await?
+            .iter()
+            .map(ExceptionRecord::as_exception)
+            .collect();
+        let break_glass = self
+            .store
+            .break_glass_accounts()
+            .await?
+            .into_iter()
+            .map(|b| b.user_id)
+            .collect();
+        let c = Arc::new(CachedPolicies {
+            generation,
+            phases: waves.iter().map(|w| w.phase(now)).collect(),
+            effective: rollout::with_waves(&base, &waves, now),
+            exceptions,
+            break_glass,
+        });
+        *self.policy_cache.0.write().expect("policy cache lock") = Some((c.clone(), waves));
+        Ok(c)
+    }
+
+    fn access_context(&self, ctx: &SignInContext) -> AccessContext {
+        AccessContext {
+            application: ctx.application.clone(),
+            action: None,
+            ip: parse_ip(ctx.source_ip.as_deref()),
+            // The device inventory (migration 0002) is not on this branch: a
+            // device id is known by id only, so it is neither managed nor
+            // compliant until the inventory says so.
+            device: ctx.device_id.as_ref().map(|id| DevicePosture {
+                id: id.clone(),
+                platform: None,
+                ownership: None,
+                managed: false,
+                compliant: false,
+            }),
+            risk: RiskLevel::None,
+        }
+    }
+
+    pub async fn access_decision(&self, user: &UserRecord, ctx: &SignInContext) -> AppResult<Decision> {
+        let c = self.policies_now().await?;
+        let p = profile(user, c.break_glass.contains(&user.id));
+        Ok(evaluate(
+            &c.effective,
+            &c.exceptions,
+            &p.facts(),
+            &self.access_context(ctx),
+            self.now(),
+        ))
+    }
+
+    async fn log_policy_failure(
+        &self,
+        user: &UserRecord,
+        ctx: &SignInContext,
+        reason: &str,
+        d: &Decision,
+    ) -> AppResult<()> {
+        self.store
+            .log_signin_with_decision(
+                &SignInLogEntry {
+                    at: self.now(),
+                    user_id: Some(user.id.clone()),
+                    username: user.username.clone(),
+                    application: ctx.application.clone(),
+                    source_ip: ctx.source_ip.clone(),
+                    result: "failure".into(),
+                    reason: Some(reason.into()),
+                    methods: vec![],
+                    acr: None,
+                },
+                Some(&decision_log(d)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Evaluate after the first factor (so policy never leaks to someone
+    /// who only knows a username) and refuse a blocked sign-in.
+    pub(crate) async fn enforce_access(&self, user: &UserRecord, ctx: &SignInContext) -> AppResult<Decision> {
+        let d = self.access_decision(user, ctx).await?;
+        if d.is_blocked() {
+            self.log_policy_failure(user, ctx, "access_blocked", &d).await?;
+            return Err(AppError::AccessBlocked(format!(
+                "access blocked by conditional access: {}",
+                d.block_reason().unwrap_or_default()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// A flow that can no longer complete with the user's methods ends with
+    /// a clear problem instead of a dead-end state.
+    pub(crate) async fn check_step_up(
+        &self,
+        user: &UserRecord,
+        flow: &SignInFlow,
+        factors: &[VerifyMethod],
+        d: &Decision,
+        ctx: &SignInContext,
+    ) -> AppResult<()> {
+        let stuck = match &flow.state {
+            SignInState::SecondFactorRequired { allowed } => allowed.is_empty(),
+            SignInState::RegistrationRequired => !factors.is_empty() && !d.required_strengths.is_empty(),
+            _ => false,
+        };
+        if !stuck {
+            return Ok(());
+        }
+        self.log_policy_failure(user, ctx, "strength_required", d).await?;
+        let by: Vec<String> = d
+            .applied
+            .iter()
+            .filter(|r| {
+                r.grant
+                    .iter()
+                    .any(|g| matches!(g, latchkey_core::policy::GrantControl::RequireStrength(_)))
+            })
+            .map(|r| format!("'{}'", r.policy_name))
+            .collect();
+        Err(AppError::AuthenticationStrengthRequired(format!(
+            "policy {} requires {}; none of your registered methods ({}) satisfies it. Register a method that does (a Temporary Access Pass from the helpdesk lets you in to register it)",
+            by.join(", "),
+            d.required_strengths.join(" and "),
+            factors.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Every break-glass sign-in is recorded, audited and raises an alert.
+    pub(crate) async fn record_break_glass_use(&self, user: &UserRecord, ctx: &SignInContext) -> AppResult<()> {
+        let now = self.now();
+        let details = json!({ "application": ctx.application, "source_ip": ctx.source_ip });
+        let target = format!("user:{}", user.username);
+        let mut tx = self.store.write().await?;
+        tx.record_break_glass_signin(&user.id, "use", None, "system", now)
+            .await?;
+        tx.insert_alert("break_glass.signin", "high", &target, &details, now)
+            .await?;
+        tx.audit(
+            &AuditEntry::new(format!("user:{}", user.username), "break_glass.signin", target, details),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(user = %user.username, "break-glass account signed in");
+        Ok(())
+    }
+
+    /// Every active user with the steps their registered methods can perform.
+    async fn profiles_with_methods(&self, c: &CachedPolicies) -> AppResult<Vec<(UserProfile, Vec<VerifyMethod>)>> {
+        let mut out = vec![];
+        for u in self
+            .store
+            .list_users()
+            .await?
+            .iter()
+            .filter(|u| u.state == UserState::Active)
+        {
+            let mut methods = vec![];
+            if u.password_hash.is_some() {
+                methods.push(VerifyMethod::Password);
+            }
+            for m in self.store.methods_for_user(&u.id).await? {
+                if let Some(v) = m.kind.second_factor().filter(|_| m.state == MethodState::Active) {
+                    if !methods.contains(&v) {
+                        methods.push(v);
+                    }
+                }
+            }
+            out.push((profile(u, c.break_glass.contains(&u.id)), methods));
+        }
+        Ok(out)
+    }
+
+    // ---- policies ------------------------------------------------------
+
+    pub async fn list_policies(&self, p: &Principal) -> AppResult<Vec<PolicyRecord>> {
+        require_policy_read(p)?;
+        Ok(self.store.policies().await?)
+    }
+
+    pub async fn get_policy(&self, p: &Principal, id: &str) -> AppResult<(PolicyRecord, Vec<PolicyVersionRecord>)> {
+        require_policy_read(p)?;
+        let rec = self
+            .store
+            .policy(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("policy '{id}'")))?;
+        Ok((rec, self.store.policy_versions(id).await?))
+    }
+
+    /// Analyze every user under `proposed`, compared with the stored set.
+    pub async fn check_policies(&self, p: &Principal, proposed: Option<PolicySet>) -> AppResult<CheckReport> {
+        require_policy_read(p)?;
+        let now = self.now();
+        let c = self.policies_now().await?;
+        let owned = self.profiles_with_methods(&c).await?;
+        let analyzed: Vec<AnalyzedUser> = owned
+            .iter()
+            .map(|(p, m)| AnalyzedUser {
+                facts: p.facts(),
+                methods: m.clone(),
+            })
+            .collect();
+        let opts = AnalyzerOptions::default();
+        let current = analyzer::analyze(&c.effective, &c.exceptions, &analyzed, &opts, now);
+        match proposed {
+            None => Ok(CheckReport {
+                report: current,
+                newly_locked_out: vec![],
+            }),
+            Some(set) => {
+                let waves = self.store.rollout_waves().await?;
+                let set = rollout::with_waves(&set, &waves, now);
+                let report = analyzer::analyze(&set, &c.exceptions, &analyzed, &opts, now);
+                Ok(CheckReport {
+                    newly_locked_out: analyzer::newly_locked(&current, &report),
+                    report,
+                })
+            }
+        }
+    }
+
+    /// Refuse a change that locks anyone out, unless forced.
+    async fn guard(&self, p: &Principal, proposed: &PolicySet, force: bool) -> AppResult<()> {
+        let check = self.check_policies(p, Some(proposed.clone())).await?;
+        if check.newly_locked_out.is_empty() || force {
+            return Ok(());
+        }
+        let who: Vec<String> = check
+            .report
+            .locked_out
+            .iter()
+            .filter(|u| check.newly_locked_out.contains(&u.username))
+            .map(|u| u.summary())
+            .collect();
+        Err(AppError::PolicyLockout(format!(
+            "this change would leave {} user(s) with no way to register security info (send force: true to apply anyway): {}",
+            who.len(),
+            who.join(" | ")
+        )))
+    }
+
+    /// Create or replace one policy: a new version, audited, analyzer-guarded.
+    pub async fn put_policy(
+        &self,
+        p: &Principal,
+        policy: ConditionalAccessPolicy,
+        create: bool,
+        expected_version: Option<i64>,
+        force: bool,
+    ) -> AppResult<PolicyRecord> {
+        require_policy_admin(p)?;
+        let mut set = self.store.policy_set().await?;
+        let exists = set.policies.iter().any(|x| x.id == policy.id);
+        if create && exists {
+            return Err(AppError::Conflict(format!("policy '{}' already exists", policy.id)));
+        }
+        if !create && !exists {
+            return Err(AppError::NotFound(format!("policy '{}'", policy.id)));
+        }
+        set.policies.retain(|x| x.id != policy.id);
+        set.policies.push(policy.clone());
+        let set = set.validated()?;
+        self.guard(p, &set, force).await?;
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        let version = tx.put_policy(&policy, expected_version, &p.actor(), now).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                if create { "policy.create" } else { "policy.update" },
+                format!("policy:{}", policy.id),
+                json!({ "version": version, "state": policy.state, "forced": force, "policy": policy }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PolicyRecord {
+            policy,
+            version,
+            updated_at: now,
+        })
+    }
+
+    pub async fn delete_policy(&self, p: &Principal, id: &str, force: bool) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut set = self.store.policy_set().await?;
+        set.policies.retain(|x| x.id != id);
+        self.guard(p, &set.validated()?, force).await?;
+        let mut tx = self.store.write().await?;
+        let version = tx.delete_policy(id, &p.actor(), self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "policy.delete",
+                format!("policy:{id}"),
+                json!({ "version": version }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn export_policies(&self, p: &Principal, format: DocFormat) -> AppResult<String> {
+        require_policy_read(p)?;
+        Ok(render_document(&self.store.policy_set().await?, format))
+    }
+
+    /// Replace the whole set with a document (policies, locations, custom
+    /// strengths). Unchanged policies keep their version.
+    pub async fn import_policies(&self, p: &Principal, set: PolicySet, force: bool) -> AppResult<Vec<PolicyRecord>> {
+        require_policy_admin(p)?;
+        let set = set.validated()?;
+        self.guard(p, &set, force).await?;
+        let now = self.now();
+        let current = self.store.policy_set().await?;
+        let actor = p.actor();
+        let mut tx = self.store.write().await?;
+        let mut changed = vec![];
+        for old in &current.policies {
+            if !set.policies.iter().any(|x| x.id == old.id) {
+                tx.delete_policy(&old.id, &actor, now).await?;
+                changed.push(json!({ "policy": old.id, "deleted": true }));
+            }
+        }
+        for l in &current.named_locations {
+            if !set.named_locations.iter().any(|x| x.name == l.name) {
+                tx.delete_named_location(&l.name).await?;
+            }
+        }
+        for s in &current.strengths {
+            if !set.strengths.iter().any(|x| x.name == s.name) {
+                tx.delete_strength(&s.name).await?;
+            }
+        }
+        for l in &set.named_locations {
+            tx.put_named_location(l, now).await?;
+        }
+        for s in &set.strengths {
+            tx.put_strength(s, now).await?;
+        }
+        for pol in &set.policies {
+            if !current.policies.contains(pol) {
+                let v = tx.put_policy(pol, None, &actor, now).await?;
+                changed.push(json!({ "policy": pol.id, "version": v }));
+            }
+        }
+        tx.audit(
+            &AuditEntry::new(
+                actor.clone(),
+                "policy.import",
+                "policies",
+                json!({ "policies": set.policies.len(), "named_locations": set.named_locations.len(), "strengths": set.strengths.len(), "changed": changed, "forced": force }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(self.store.policies().await?)
+    }
+
+    pub async fn what_if(&self, p: &Principal, q: WhatIf) -> AppResult<Decision> {
+        require_policy_read(p)?;
+        let user = self.user(&q.username).await?;
+        let c = self.policies_now().await?;
+        let set = match &q.document {
+            Some(doc) => {
+                let waves = self.store.rollout_waves().await?;
+                rollout::with_waves(&parse_document(doc, q.format.unwrap_or_default())?, &waves, self.now())
+            }
+            None => c.effective.clone(),
+        };
+        let ip = match &q.ip {
+            Some(s) => Some(
+                s.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| AppError::InvalidRequest(format!("'{s}' is not an IP address")))?,
+            ),
+            None => None,
+        };
+        let device = q.device.clone().or_else(|| {
+            q.device_id.as_ref().map(|id| DevicePosture {
+                id: id.clone(),
+                platform: None,
+                ownership: None,
+                managed: false,
+                compliant: false,
+            })
+        });
+        let ctx = AccessContext {
+            application: q.application.clone(),
+            action: q.action,
+            ip,
+            device,
+            risk: q.risk.unwrap_or_default(),
+        };
+        let prof = profile(&user, c.break_glass.contains(&user.id));
+        Ok(evaluate(&set, &c.exceptions, &prof.facts(), &ctx, self.now()))
+    }
+
+    /// Replay the last `days` of sign-ins under `proposed`.
+    pub async fn replay_policies(&self, p: &Principal, proposed: PolicySet, days: i64) -> AppResult<ReplayReport> {
+        require_policy_read(p)?;
+        if !(1..=365).contains(&days) {
+            return Err(AppError::InvalidRequest("days must be 1-365".into()));
+        }
+        let now = self.now();
+        let c = self.policies_now().await?;
+        let waves = self.store.rollout_waves().await?;
+        let proposed = rollout::with_waves(&proposed, &waves, now);
+        let users: BTreeMap<String, UserProfile> = self
+            .store
+            .list_users()
+            .await?
+            .iter()
+            .map(|u| (u.username.clone(), profile(u, c.break_glass.contains(&u.id))))
+            .collect();
+        let history: Vec<HistoricSignIn> = self
+            .store
+            .signin_history(now - days * 86_400, 1_000_000)
+            .await?
+            .into_iter()
+            .filter(|s| s.result == "success")
+            .map(|s| HistoricSignIn {
+                at: s.at,
+                username: s.username,
+                application: s.application,
+                ip: parse_ip(s.source_ip.as_deref()),
+                methods: s
+                    .methods
+                    .iter()
+                    .filter_map(|m| serde_json::from_value(serde_json::Value::String(m.clone())).ok())
+                    .collect(),
+            })
+            .collect();
+        Ok(replay::replay(
+            &c.effective,
+            &proposed,
+            &c.exceptions,
+            &users,
+            &history,
+            now,
+        ))
+    }
+
+    // ---- named locations and strengths --------------------------------
+
+    pub async fn put_named_location(&self, p: &Principal, l: NamedLocation) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut set = self.store.policy_set().await?;
+        set.named_locations.retain(|x| x.name != l.name);
+        set.named_locations.push(l.clone());
+        set.validated()?;
+        let mut tx = self.store.write().await?;
+        tx.put_named_location(&l, self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "named_location.put",
+                format!("location:{}", l.name),
+                json!(l),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_named_location(&self, p: &Principal, name: &str) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut set = self.store.policy_set().await?;
+        set.named_locations.retain(|x| x.name != name);
+        set.validated()
+            .map_err(|e| AppError::Conflict(format!("location '{name}' is still used: {e}")))?;
+        let mut tx = self.store.write().await?;
+        if !tx.delete_named_location(name).await? {
+            return Err(AppError::NotFound(format!("named location '{name}'")));
+        }
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "named_location.delete",
+                format!("location:{name}"),
+                json!({}),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn strengths(&self, p: &Principal) -> AppResult<Vec<AuthenticationStrength>> {
+        require_policy_read(p)?;
+        let mut all = AuthenticationStrength::builtins();
+        all.extend(self.store.custom_strengths().await?);
+        Ok(all)
+    }
+
+    pub async fn put_strength(&self, p: &Principal, s: AuthenticationStrength) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut set = self.store.policy_set().await?;
+        set.strengths.retain(|x| x.name != s.name);
+        set.strengths.push(s.clone());
+        self.guard(p, &set.validated()?, false).await?;
+        let mut tx = self.store.write().await?;
+        tx.put_strength(&s, self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(p.actor(), "strength.put", format!("strength:{}", s.name), json!(s)),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_strength(&self, p: &Principal, name: &str) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut set = self.store.policy_set().await?;
+        set.strengths.retain(|x| x.name != name);
+        set.validated()
+            .map_err(|e| AppError::Conflict(format!("strength '{name}' is still used: {e}")))?;
+        let mut tx = self.store.write().await?;
+        if !tx.delete_strength(name).await? {
+            return Err(AppError::NotFound(format!("custom strength '{name}'")));
+        }
+        tx.audit(
+            &AuditEntry::new(p.actor(), "strength.delete", format!("strength:{name}"), json!({})),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- exceptions ----------------------------------------------------
+
+    pub async fn exceptions(&self, p: &Principal) -> AppResult<Vec<ExceptionView>> {
+        require_policy_read(p)?;
+        let now = self.now();
+        Ok(self
+            .store
+            .exceptions()
+            .await?
+            .into_iter()
+            .map(|record| {
+                let in_force = now < record.expires_at;
+                ExceptionView {
+                    near_expiry: in_force && record.expires_at - now <= 7 * 86_400,
+                    in_force,
+                    record,
+                }
+            })
+            .collect())
+    }
+
+    /// The caller approves; `requested_by` is who asked. No end date, no exception.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_exception(
+        &self,
+        p: &Principal,
+        policy_id: &str,
+        subject: ExceptionSubject,
+        reason: &str,
+        requested_by: &str,
+        expires_at: i64,
+    ) -> AppResult<ExceptionRecord> {
+        require_policy_admin(p)?;
+        let now = self.now();
+        validate_exception(
+            requested_by,
+            &p.actor(),
+            reason,
+            expires_at,
+            self.config.exception_max_days,
+            now,
+        )?;
+        if self.store.policy(policy_id).await?.is_none() {
+            return Err(AppError::NotFound(format!("policy '{policy_id}'")));
+        }
+        if let ExceptionSubject::User(u) = &subject {
+            self.user(u).await?;
+        }
+        let rec = ExceptionRecord {
+            id: latchkey_store::new_id(),
+            policy_id: policy_id.to_owned(),
+            subject,
+            reason: reason.trim().to_owned(),
+            requested_by: requested_by.trim().to_owned(),
+            approved_by: p.actor(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_exception(&rec).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "policy_exception.create",
+                format!("policy:{policy_id}"),
+                json!({ "exception_id": rec.id, "subject": rec.subject, "reason": rec.reason, "requested_by": rec.requested_by, "expires_at": rec.expires_at }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    pub async fn revoke_exception(&self, p: &Principal, id: &str) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut tx = self.store.write().await?;
+        if !tx.revoke_exception(id, self.now()).await? {
+            return Err(AppError::NotFound(format!("active exception '{id}'")));
+        }
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "policy_exception.revoke",
+                format!("exception:{id}"),
+                json!({}),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- break-glass ---------------------------------------------------
+
+    pub async fn break_glass_accounts(&self, p: &Principal) -> AppResult<Vec<BreakGlassView>> {
+        require_policy_read(p)?;
+        let now = self.now();
+        let mut out = vec![];
+        for record in self.store.break_glass_accounts().await? {
+            let has_key = self
+                .store
+                .methods_for_user(&record.user_id)
+                .await?
+                .iter()
+                .any(|m| m.kind == latchkey_core::MethodKind::Webauthn && m.state == MethodState::Active);
+            let due = record.last_test_at.unwrap_or(record.created_at) + record.test_interval_days * 86_400;
+            out.push(BreakGlassView {
+                test_overdue: now > due,
+                has_phishing_resistant_key: has_key,
+                record,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn set_break_glass(&self, p: &Principal, username: &str, interval_days: Option<i64>) -> AppResult<()> {
+        p.require_admin()?;
+        let user = self.user(username).await?;
+        let days = interval_days.unwrap_or(self.config.break_glass_test_interval_days);
+        if !(1..=365).contains(&days) {
+            return Err(AppError::InvalidRequest("test_interval_days must be 1-365".into()));
+        }
+        let mut tx = self.store.write().await?;
+        tx.set_break_glass(&user.id, days, &p.actor(), self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "break_glass.set",
+                format!("user:{}", user.username),
+                json!({ "test_interval_days": days }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn unset_break_glass(&self, p: &Principal, username: &str) -> AppResult<()> {
+        p.require_admin()?;
+        let user = self.user(username).await?;
+        let mut tx = self.store.write().await?;
+        if !tx.unset_break_glass(&user.id).await? {
+            return Err(AppError::NotFound(format!("break-glass account '{username}'")));
+        }
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "break_glass.unset",
+                format!("user:{}", user.username),
+                json!({}),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record that the latest break-glass sign-in (within the last hour) was a planned test.
+    pub async fn record_break_glass_test(&self, p: &Principal, username: &str, note: &str) -> AppResult<()> {
+        p.require_admin()?;
+        let user = self.user(username).await?;
+        let now = self.now();
+        let rec = self
+            .store
+            .break_glass_accounts()
+            .await?
+            .into_iter()
+            .find(|b| b.user_id == user.id)
+            .ok_or_else(|| AppError::NotFound(format!("break-glass account '{username}'")))?;
+        if rec.last_use_at.is_none_or(|t| now - t > 3600) {
+            return Err(AppError::InvalidState(
+                "sign in with the break-glass account first; a test records a real sign-in from the last hour".into(),
+            ));
+        }
+        let mut tx = self.store.write().await?;
+        tx.record_break_glass_signin(&user.id, "test", Some(note), &p.actor(), now)
+            .await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "break_glass.test",
+                format!("user:{}", user.username),
+                json!({ "note": note }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn alerts(&self, p: &Principal, after: i64) -> AppResult<Vec<AlertRecord>> {
+        require_policy_read(p)?;
+        Ok(self.store.alerts(after, 1000).await?)
+    }
+
+    // ---- rollout -------------------------------------------------------
+
+    pub async fn put_wave(&self, p: &Principal, wave: RolloutWave) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let set = self.store.policy_set().await?;
+        wave.validate(&set)?;
+        let mut tx = self.store.write().await?;
+        tx.put_wave(&wave, &p.actor(), self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(p.actor(), "rollout.wave.put", format!("wave:{}", wave.id), json!(wave)),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_wave(&self, p: &Principal, id: &str) -> AppResult<()> {
+        require_policy_admin(p)?;
+        let mut tx = self.store.write().await?;
+        if !tx.delete_wave(id).await? {
+            return Err(AppError::NotFound(format!("wave '{id}'")));
+        }
+        tx.audit(
+            &AuditEntry::new(p.actor(), "rollout.wave.delete", format!("wave:{id}"), json!({})),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every wave with its campaign phase and coverage.
+    pub async fn waves(&self, p: &Principal) -> AppResult<Vec<WaveView>> {
+        require_policy_read(p)?;
+        let now = self.now();
+        let set = self.store.policy_set().await?;
+        let c = self.policies_now().await?;
+        let owned = self.profiles_with_methods(&c).await?;
+        let users: Vec<_> = owned.iter().map(|(p, m)| (p.facts(), m.clone())).collect();
+        Ok(self
+            .store
+            .rollout_waves()
+            .await?
+            .into_iter()
+            .map(|wave| WaveView {
+                phase: wave.phase(now),
+                coverage: rollout::coverage(&wave, &set, &users),
+                wave,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,100 @@
+-- Conditional access (issue 7): versioned policies, named locations, custom
+-- strengths, exceptions with mandatory end dates, break-glass accounts,
+-- rollout waves. Times are unix seconds.
+
+-- Every change to a policy is a new version row; `policies` points at the current one.
+CREATE TABLE policy_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    policy_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    -- The ConditionalAccessPolicy as JSON; NULL for the version that deleted it.
+    body_json TEXT,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (policy_id, version)
+);
+
+CREATE TABLE policies (
+    id TEXT PRIMARY KEY,
+    current_version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE named_locations (
+    name TEXT PRIMARY KEY,
+    body_json TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE auth_strengths (
+    name TEXT PRIMARY KEY,
+    body_json TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+-- Bumped by every change to policies, locations, strengths, exceptions,
+-- break-glass flags or waves, so nodes can cache the evaluated set cheaply.
+CREATE TABLE policy_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO policy_generation (id, generation) VALUES (1, 0);
+
+-- There is no exception without an end: expires_at is NOT NULL, and the
+-- approver is never the requester.
+CREATE TABLE policy_exceptions (
+    id TEXT PRIMARY KEY,
+    policy_id TEXT NOT NULL,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'group')),
+    subject TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    approved_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    CHECK (approved_by <> requested_by)
+);
+CREATE INDEX policy_exceptions_expiry ON policy_exceptions(expires_at);
+
+CREATE TABLE break_glass_accounts (
+    user_id TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    test_interval_days INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- Every break-glass sign-in (kind 'use') and every recorded test ('test').
+CREATE TABLE break_glass_signins (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('use', 'test')),
+    note TEXT,
+    recorded_by TEXT NOT NULL
+);
+CREATE INDEX break_glass_signins_user ON break_glass_signins(user_id, at);
+
+CREATE TABLE policy_alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    target TEXT NOT NULL,
+    details_json TEXT NOT NULL,
+    acknowledged_at INTEGER
+);
+CREATE INDEX policy_alerts_at ON policy_alerts(at);
+
+CREATE TABLE rollout_waves (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    position INTEGER NOT NULL,
+    body_json TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- The conditional-access decision of each sign-in (applied + report-only).
+ALTER TABLE signins ADD COLUMN policy_json TEXT;
