@@ -45,6 +45,8 @@ pub struct Config {
     pub source_lock: LockPolicy,
     pub totp_window: u64,
     pub bootstrap_pass_minutes: i64,
+    /// Cookies and reverse proxies for the web UI (crate::web).
+    pub web: crate::web::WebConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             source_lock: LockPolicy::SOURCE_DEFAULT,
             totp_window: 1,
             bootstrap_pass_minutes: 8 * 60,
+            web: crate::web::WebConfig::default(),
         }
     }
 }

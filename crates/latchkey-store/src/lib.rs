@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 pub mod keys;
 mod methods;
+mod signins;
 mod users;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
+pub use signins::SignInRecord;
 pub use users::{NewUser, UserRecord};
 
 #[derive(Debug, thiserror::Error)]
