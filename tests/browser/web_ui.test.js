@@ -280,7 +280,7 @@ test("the admin creates a user", async () => {
   await page.getByLabel("Display name").fill("Alice Example");
   await page.getByLabel("Department (optional)").fill("Finance");
   await page.getByLabel("Groups (optional, comma-separated)").fill("staff, finance");
-  await page.getByLabel(/^Helpdesk/).check();
+  await page.getByRole("checkbox", { name: "Helpdesk" }).check();
   await submit("Create user");
   await page.getByText("User 'alice' was created").waitFor();
   const row = page.locator("tbody tr", { hasText: "Alice Example" });
@@ -341,7 +341,7 @@ test("admin console: API tokens and the audit log", async () => {
   // The token works against the JSON API.
   const api = await page.request.get(`${base}/api/v1/users/alice`, { headers: { authorization: `Bearer ${token}` } });
   assert.equal(api.status(), 200);
-  await submit("Revoke");
+  await submit("Revoke token provisioning");
   assert.match(await page.locator("tbody tr", { hasText: "provisioning" }).innerText(), /Revoked/);
 
   await page.goto(`${base}/admin/audit`);

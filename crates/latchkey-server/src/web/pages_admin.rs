@@ -173,9 +173,10 @@ async fn render_users(
                 fieldset.full {
                     legend { "Roles" }
                     @for (name, r) in [("role_admin", Role::Admin), ("role_helpdesk", Role::Helpdesk), ("role_security_admin", Role::SecurityAdmin), ("role_auditor", Role::Auditor)] {
-                        label.check {
-                            input type="checkbox" name=(name) value="1" checked[form.has(r)];
-                            " " (role_name(r)) " " span.muted { "— " (role_help(r)) }
+                        div.check {
+                            input #(name) type="checkbox" name=(name) value="1" checked[form.has(r)] aria-describedby={ (name) "-help" };
+                            label for=(name) { (role_name(r)) }
+                            span.muted #{ (name) "-help" } { "— " (role_help(r)) }
                         }
                     }
                 }

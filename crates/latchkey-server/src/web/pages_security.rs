@@ -95,7 +95,11 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
         p.lead { "The ways you sign in to " strong { (user.display_name) } " (" (user.username) "). Keep at least two, so losing one device never locks you out." }
         (notice_ok(ok))
         (notice_error(error))
-        @if via_tap {
+        @if via_tap && has_second && user.password_hash.is_some() {
+            p.notice.ok role="status" {
+                "All set. Sign out and sign in again with your password and authenticator app to check that they work."
+            }
+        } @else if via_tap {
             p.notice.info {
                 "You signed in with a Temporary Access Pass. Register an authenticator app and set a password now: "
                 "the pass stops working at " (when(session.expires_at)) "."
@@ -109,21 +113,21 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
                 table {
                     caption.visually-hidden { "Registered sign-in methods" }
                     thead { tr {
-                        th scope="col" { "Method" } th scope="col" { "Name" } th scope="col" { "Added" }
+                        th scope="col" { "Method" } th scope="col" { "Name" } th.opt scope="col" { "Added" }
                         th scope="col" { "Last used" } th scope="col" { span.visually-hidden { "Actions" } }
                     } }
                     tbody {
                         tr {
                             td { "Password" }
                             td { @if user.password_hash.is_some() { "Set" } @else { span.muted { "Not set" } } }
-                            td { "—" } td { "—" } td {}
+                            td.opt { "—" } td { "—" } td {}
                         }
                         @for m in &methods {
                             tr {
                                 td { (method_name(m.kind)) " "
                                     @if m.state == MethodState::Pending { (tag("Not confirmed", "warn")) } }
                                 td { (m.label) }
-                                td { (when(m.registered_at)) }
+                                td.opt { (when(m.registered_at)) }
                                 td { @if let Some(t) = m.last_used_at { (when(t)) } @else { span.muted { "Never" } } }
                                 td.actions {
                                     @if m.state == MethodState::Pending && m.kind == latchkey_core::MethodKind::Totp {
