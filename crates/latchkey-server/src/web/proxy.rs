@@ -5,8 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
+use axum::http::Extensions;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -51,7 +53,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 pub async fn forwarded(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let trusted = &app.config.web.trusted_proxies;
     if !trusted.is_empty() {
-        if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        if let Some(peer) = connect_addr(req.extensions()) {
             if trusted.iter().any(|n| n.contains(&peer.ip())) {
                 let client = client_ip(peer.ip(), req.headers(), trusted);
                 let https = req
@@ -77,11 +79,15 @@ pub fn is_https(parts: &Parts, app: &App) -> bool {
         || parts.extensions.get::<ForwardedHttps>().is_some()
 }
 
+/// The TCP peer, as `ConnectInfo` would extract it (tests mock it).
+fn connect_addr(ext: &Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<MockConnectInfo<SocketAddr>>().map(|m| m.0))
+}
+
 pub fn peer_ip(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+    connect_addr(&parts.extensions).map(|a| a.ip().to_string())
 }
 
 #[cfg(test)]
