@@ -445,39 +445,32 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         ("x-forwarded-proto", "https"),
     ];
 
-    let mut b = Browser::new(&app, "127.0.0.1");
-    let p = b.get_with("/signin", &via_proxy).await;
-    assert!(p.set_cookie("lk_csrf").unwrap().contains("Secure"));
-    b.post("/signin", &[("username", "dave")]).await;
-    b.get("/signin/continue").await;
-    let token = b.csrf.clone().unwrap();
-    b.post_raw(
-        "/signin/verify",
-        &[
+    // One failed password through the proxy header set, from a given peer;
+    // answers whether the cookies were marked Secure.
+    async fn fail_via(app: &Arc<App>, peer: &str, headers: &[(&str, &str)]) -> bool {
+        let mut b = Browser::new(app, peer);
+        let secure = b
+            .get_with("/signin", headers)
+            .await
+            .set_cookie("lk_csrf")
+            .unwrap()
+            .contains("Secure");
+        b.post("/signin", &[("username", "dave")]).await;
+        b.get("/signin/continue").await;
+        let token = b.csrf.clone().unwrap();
+        let form = [
             ("method", "password"),
             ("password", "wrong wrong wrong"),
-            ("csrf", &token),
-        ],
-        &via_proxy,
-    )
-    .await;
-
-    let mut s = Browser::new(&app, "192.0.2.50");
-    let p = s.get_with("/signin", &via_proxy).await;
-    assert!(!p.set_cookie("lk_csrf").unwrap().contains("Secure"), "untrusted peer");
-    s.post("/signin", &[("username", "dave")]).await;
-    s.get("/signin/continue").await;
-    let token = s.csrf.clone().unwrap();
-    s.post_raw(
-        "/signin/verify",
-        &[
-            ("method", "password"),
-            ("password", "wrong wrong wrong"),
-            ("csrf", &token),
-        ],
-        &via_proxy,
-    )
-    .await;
+            ("csrf", token.as_str()),
+        ];
+        b.post_raw("/signin/verify", &form, headers).await;
+        secure
+    }
+    assert!(
+        fail_via(&app, "127.0.0.1", &via_proxy).await,
+        "trusted proxy said https"
+    );
+    assert!(!fail_via(&app, "192.0.2.50", &via_proxy).await, "untrusted peer");
 
     let hist = app.signin_history(&Principal::Operator, "dave", 10).await.unwrap();
     let ips: Vec<_> = hist.iter().filter_map(|h| h.source_ip.clone()).collect();

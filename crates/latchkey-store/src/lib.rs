@@ -25,7 +25,6 @@ pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
-pub use signins::SignInRecord;
 pub use users::{NewUser, UserRecord};
 
 #[derive(Debug, thiserror::Error)]

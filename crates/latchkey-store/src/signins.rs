@@ -3,26 +3,13 @@
 
 use sqlx::Row;
 
-use crate::{json_vec, Result, Store};
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SignInRecord {
-    pub at: i64,
-    pub username: String,
-    pub application: Option<String>,
-    pub source_ip: Option<String>,
-    /// `success` or `failure`.
-    pub result: String,
-    pub reason: Option<String>,
-    pub methods: Vec<String>,
-    pub acr: Option<String>,
-}
+use crate::{json_vec, Result, SignInLogEntry, Store};
 
 impl Store {
     /// The newest `limit` sign-in attempts of one user, newest first.
-    pub async fn signins_for_user(&self, user_id: &str, limit: i64) -> Result<Vec<SignInRecord>> {
+    pub async fn signins_for_user(&self, user_id: &str, limit: i64) -> Result<Vec<SignInLogEntry>> {
         let rows = sqlx::query(
-            "SELECT at, username, application, source_ip, result, reason, methods_json, acr
+            "SELECT at, user_id, username, application, source_ip, result, reason, methods_json, acr
              FROM signins WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
         )
         .bind(user_id)
@@ -31,8 +18,9 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(SignInRecord {
+                Ok(SignInLogEntry {
                     at: r.try_get("at")?,
+                    user_id: r.try_get("user_id")?,
                     username: r.try_get("username")?,
                     application: r.try_get("application")?,
                     source_ip: r.try_get("source_ip")?,

@@ -3,7 +3,7 @@
 
 use latchkey_core::secret::keyed_hash;
 use latchkey_core::signin::SignInFlow;
-use latchkey_store::SignInRecord;
+use latchkey_store::SignInLogEntry;
 
 use crate::app::{App, Principal, FLOW_PREFIX};
 use crate::error::{AppError, AppResult};
@@ -40,7 +40,7 @@ impl App {
     }
 
     /// A user's recent sign-ins (the user, helpdesk, auditors, admins).
-    pub async fn signin_history(&self, p: &Principal, username: &str, limit: i64) -> AppResult<Vec<SignInRecord>> {
+    pub async fn signin_history(&self, p: &Principal, username: &str, limit: i64) -> AppResult<Vec<SignInLogEntry>> {
         let user = self.get_user(p, username).await?;
         Ok(self.store.signins_for_user(&user.id, limit).await?)
     }

@@ -126,7 +126,7 @@ pub fn tag(text: &str, class: &str) -> Markup {
 }
 
 /// The sign-in history table shared by security info and the helpdesk view.
-pub fn signin_table(rows: &[latchkey_store::SignInRecord], caption: &str) -> Markup {
+pub fn signin_table(rows: &[latchkey_store::SignInLogEntry], caption: &str) -> Markup {
     html! {
         @if rows.is_empty() {
             p.muted { "No sign-ins recorded yet." }
