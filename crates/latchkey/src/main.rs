@@ -461,7 +461,8 @@ async fn serve(
     config.web.secure_cookies = tls.is_some();
     config.web.trusted_proxies = web.trusted_proxies;
     let app = db.app(config.clone()).await?;
-    println!("Latchkey {} listening on {scheme}://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("Latchkey listening on {scheme}://{addr}");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),
