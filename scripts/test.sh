@@ -3,6 +3,7 @@
 #   1. cargo build --workspace --bins
 #   2. cargo test --workspace            (Rust unit + integration tests)
 #   3. pytest tests/e2e                  (end-to-end tests against target/debug/latchkey)
+#   4. node --test tests/browser         (web UI in headless Chromium; installs chromium/npm deps if missing)
 # Every stage runs even if an earlier one failed (except e2e, which needs a fresh
 # binary); the script exits non-zero if any stage failed.
 #
@@ -75,6 +76,25 @@ else
     fi
     record "e2e" "$rc"
 fi
+
+# --- Browser tests (web UI in Debian's headless Chromium) ------------------------
+stage "browser tests (tests/browser: playwright-core + axe-core, node --test)"
+browser_rc=0
+if [ ! -x /usr/bin/chromium ]; then
+    echo "installing Debian's chromium (apt)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || browser_rc=$?
+fi
+if [ "$browser_rc" -eq 0 ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }) || browser_rc=$?
+fi
+if [ "$build_rc" -ne 0 ]; then
+    echo "NOT RUN: cargo build failed"
+    browser_rc=1
+elif [ "$browser_rc" -eq 0 ]; then
+    # Screenshots of every page land in test-output/screenshots/.
+    (cd tests/browser && LATCHKEY_BIN="$BIN" node --test --test-concurrency=1) || browser_rc=$?
+fi
+record "browser" "$browser_rc"
 
 # --- Summary -------------------------------------------------------------------
 echo

@@ -51,6 +51,8 @@ pub struct Config {
     pub exception_max_days: i64,
     /// How often break-glass accounts must be test-signed-in.
     pub break_glass_test_interval_days: i64,
+    /// Cookies and reverse proxies for the web UI (crate::web).
+    pub web: crate::web::WebConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             bootstrap_pass_minutes: 8 * 60,
             exception_max_days: 30,
             break_glass_test_interval_days: 90,
+            web: crate::web::WebConfig::default(),
         }
     }
 }

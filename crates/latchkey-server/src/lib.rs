@@ -12,6 +12,8 @@ pub mod extract;
 pub mod policy;
 pub mod qr;
 pub mod recovery;
+pub mod tls;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +44,12 @@ async fn ensure_problem(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    // Web pages (crate::web) answer people with HTML error pages of their own.
+    let is_page = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page {
         return resp;
     }
     let err = match status {
@@ -65,6 +72,7 @@ async fn ensure_problem(resp: Response) -> Response {
 
 pub fn router(app: Arc<App>) -> Router {
     api::routes()
+        .merge(web::routes(app.clone()))
         .fallback(|| async { AppError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {
             let e = AppError::InvalidRequest("method not allowed on this route".into());
@@ -73,10 +81,11 @@ pub fn router(app: Arc<App>) -> Router {
             p.title = "Method not allowed".into();
             error::problem_response(StatusCode::METHOD_NOT_ALLOWED, &p)
         })
-        .with_state(app)
+        .with_state(app.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::map_response(ensure_problem))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), web::proxy::forwarded))
         // Responses carry tokens and codes: never cache them; never sniff.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
@@ -96,24 +105,26 @@ pub fn router(app: Arc<App>) -> Router {
         ))
 }
 
+/// Purge expired flows and sessions every minute (abort the handle to stop).
+pub(crate) fn spawn_housekeeping(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = app.store.purge_expired(app.now()).await {
+                tracing::warn!(error = %e, "purging expired flows and sessions failed");
+            }
+        }
+    })
+}
+
 /// Serve until `shutdown` resolves. Also purges expired flows and sessions.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let housekeeping = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                if let Err(e) = app.store.purge_expired(app.now()).await {
-                    tracing::warn!(error = %e, "purging expired flows and sessions failed");
-                }
-            }
-        })
-    };
+    let housekeeping = spawn_housekeeping(app.clone());
     let result = axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),

@@ -14,6 +14,7 @@ pub mod keys;
 mod methods;
 mod policy;
 mod recovery;
+mod signins;
 mod users;
 
 use std::path::Path;

@@ -68,6 +68,8 @@ enum Cmd {
         /// Exit when standard input closes (for supervisors and tests).
         #[arg(long)]
         stop_on_stdin_close: bool,
+        #[command(flatten)]
+        web: WebArgs,
     },
     /// Administration.
     Admin {
@@ -108,6 +110,26 @@ enum Cmd {
     Openapi,
     /// Measure sign-in and TOTP throughput (see docs/performance.md).
     Bench(bench::BenchArgs),
+}
+
+/// How browsers reach the server: TLS, or a reverse proxy in front.
+#[derive(Args, Clone, Default)]
+struct WebArgs {
+    /// Serve https with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "LATCHKEY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A reverse proxy (address or CIDR) whose X-Forwarded-For/-Proto are believed; repeatable.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is not an IP address or CIDR range (e.g. 10.0.0.0/8)"))
 }
 
 #[derive(Subcommand)]
@@ -250,7 +272,8 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             public_url,
             stop_on_stdin_close,
-        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close).await,
+            web,
+        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close, web).await,
         Cmd::Helpdesk { cmd } => helpdesk::run(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Device { cmd } => helpdesk::run_device(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Openapi => {
@@ -456,19 +479,33 @@ fn user_json(u: &latchkey_store::UserRecord) -> serde_json::Value {
     })
 }
 
-async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_stdin_close: bool) -> Result<()> {
+async fn serve(
+    db: &DbArgs,
+    listen: &str,
+    public_url: Option<String>,
+    stop_on_stdin_close: bool,
+    web: WebArgs,
+) -> Result<()> {
+    // Load the certificate before binding, so a bad file fails fast and clearly.
+    let tls = match (&web.tls_cert, &web.tls_key) {
+        (Some(cert), Some(key)) => Some(latchkey_server::tls::load(cert, key).await?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let mut config = db.config();
     config.public_url = public_url
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .trim_end_matches('/')
         .to_owned();
+    config.web.secure_cookies = tls.is_some();
+    config.web.trusted_proxies = web.trusted_proxies;
     let app = db.app(config.clone()).await?;
-    println!("Latchkey listening on http://{addr}");
-    println!("Version {}", env!("CARGO_PKG_VERSION"));
+    println!("Latchkey listening on {scheme}://{addr}");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),
@@ -519,7 +556,10 @@ async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_st
         }
         tracing::info!("shutting down");
     };
-    latchkey_server::serve(app.clone(), listener, shutdown).await?;
+    match tls {
+        Some(tls) => latchkey_server::tls::serve_tls(app.clone(), listener.into_std()?, tls, shutdown).await?,
+        None => latchkey_server::serve(app.clone(), listener, shutdown).await?,
+    }
     app.store.close().await;
     Ok(())
 }
