@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod model;
+pub mod oidc;
 pub mod otp;
 pub mod password;
 pub mod recovery;

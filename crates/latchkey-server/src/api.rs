@@ -869,11 +869,16 @@ impl utoipa::Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().expect("OpenAPI document serialises")
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::oidc::http::OidcDoc::openapi());
+    doc.merge(crate::radius::http::RadiusDoc::openapi());
+    doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(crate::oidc::http::routes())
+        .merge(crate::radius::http::routes())
         .route("/api/v1/users", post(create_user).get(list_users))
         .route("/api/v1/users/{username}", get(get_user))
         .route("/api/v1/users/{username}/password", put(set_password))

@@ -45,6 +45,7 @@ pub struct Config {
     pub source_lock: LockPolicy,
     pub totp_window: u64,
     pub bootstrap_pass_minutes: i64,
+    pub oidc: crate::oidc::OidcConfig,
 }
 
 impl Default for Config {
@@ -61,6 +62,7 @@ impl Default for Config {
             source_lock: LockPolicy::SOURCE_DEFAULT,
             totp_window: 1,
             bootstrap_pass_minutes: 8 * 60,
+            oidc: Default::default(),
         }
     }
 }
@@ -209,7 +211,7 @@ impl App {
         self.clock.now()
     }
 
-    fn hash(&self, purpose: &str, value: &str) -> String {
+    pub(crate) fn hash(&self, purpose: &str, value: &str) -> String {
         keyed_hash(self.keys.pepper(), purpose, value)
     }
 

@@ -7,7 +7,9 @@ pub mod app;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod oidc;
 pub mod qr;
+pub mod radius;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +40,8 @@ async fn ensure_problem(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    let protocol = resp.extensions().get::<oidc::http::ProtocolBody>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || protocol {
         return resp;
     }
     let err = match status {
@@ -106,6 +109,9 @@ pub async fn serve(
                 tick.tick().await;
                 if let Err(e) = app.store.purge_expired(app.now()).await {
                     tracing::warn!(error = %e, "purging expired flows and sessions failed");
+                }
+                if let Err(e) = app.store.purge_radius_challenges(app.now()).await {
+                    tracing::warn!(error = %e, "purging expired RADIUS challenges failed");
                 }
             }
         })

@@ -12,6 +12,8 @@ mod audit;
 mod auth;
 pub mod keys;
 mod methods;
+mod oidc;
+mod radius;
 mod users;
 
 use std::path::Path;
@@ -24,6 +26,8 @@ pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
+pub use oidc::{CodeRecord, GrantRecord, OidcClientRecord, SigningKeyRecord, TokenRecord};
+pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
 pub use users::{NewUser, UserRecord};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! as the local operator: whoever can read the key file is the operator.
 
 mod bench;
+mod federation;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,19 @@ enum Cmd {
         /// Exit when standard input closes (for supervisors and tests).
         #[arg(long)]
         stop_on_stdin_close: bool,
+        /// Also serve RADIUS (UDP) on this address, e.g. 127.0.0.1:1812.
+        #[arg(long, env = "LATCHKEY_RADIUS_LISTEN")]
+        radius_listen: Option<String>,
+    },
+    /// OpenID Connect provider: clients and signing keys.
+    Oidc {
+        #[command(subcommand)]
+        cmd: federation::OidcCmd,
+    },
+    /// RADIUS server: NAS clients.
+    Radius {
+        #[command(subcommand)]
+        cmd: federation::RadiusCmd,
     },
     /// Administration.
     Admin {
@@ -214,7 +228,10 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             public_url,
             stop_on_stdin_close,
-        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close).await,
+            radius_listen,
+        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close, radius_listen).await,
+        Cmd::Oidc { cmd } => federation::oidc(&*cli.db.app(cli.db.config()).await?, cmd).await,
+        Cmd::Radius { cmd } => federation::radius(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Openapi => {
             println!("{}", latchkey_server::api::openapi_json());
             Ok(())
@@ -413,10 +430,24 @@ fn user_json(u: &latchkey_store::UserRecord) -> serde_json::Value {
     })
 }
 
-async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_stdin_close: bool) -> Result<()> {
+async fn serve(
+    db: &DbArgs,
+    listen: &str,
+    public_url: Option<String>,
+    stop_on_stdin_close: bool,
+    radius_listen: Option<String>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let radius_socket = match &radius_listen {
+        Some(a) => Some(
+            tokio::net::UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("binding RADIUS on {a}"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     let mut config = db.config();
     config.public_url = public_url
@@ -425,6 +456,17 @@ async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_st
         .to_owned();
     let app = db.app(config.clone()).await?;
     println!("Latchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    let radius_task = match radius_socket {
+        Some(sock) => {
+            println!("RADIUS listening on udp://{}", sock.local_addr()?);
+            Some(tokio::spawn(latchkey_server::radius::serve(
+                app.clone(),
+                sock,
+                std::future::pending::<()>(),
+            )))
+        }
+        None => None,
+    };
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),
@@ -476,6 +518,9 @@ async fn serve(db: &DbArgs, listen: &str, public_url: Option<String>, stop_on_st
         tracing::info!("shutting down");
     };
     latchkey_server::serve(app.clone(), listener, shutdown).await?;
+    if let Some(t) = radius_task {
+        t.abort();
+    }
     app.store.close().await;
     Ok(())
 }
