@@ -40,7 +40,7 @@ PERIOD = 30                # TOTP step (the contract's default)
 ADMIN = object()           # token=ADMIN (default): use the server's admin API token
 NOAUTH = None              # token=None: send no Authorization header
 
-LISTEN_RE = re.compile(r"Latchkey(?: \S+)? listening on (http://127\.0\.0\.1:(\d+))\s*$")
+LISTEN_RE = re.compile(r"Latchkey listening on (http://127\.0\.0\.1:(\d+))\s*$")
 FIRST_START_LINE = "First start: created administrator 'admin'."
 BOOTSTRAP_RE = re.compile(
     r"^  One-time bootstrap pass \(Temporary Access Pass, expires (?P<expires>[^)]+)\): (?P<pass>\S+)\s*$"

@@ -455,7 +455,7 @@ async fn serve(
         .trim_end_matches('/')
         .to_owned();
     let app = db.app(config.clone()).await?;
-    println!("Latchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("Latchkey listening on http://{addr}");
     let radius_task = match radius_socket {
         Some(sock) => {
             println!("RADIUS listening on udp://{}", sock.local_addr()?);
