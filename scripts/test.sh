@@ -37,7 +37,7 @@ pg_banner
 
 # --- Python dependencies of the e2e suite ------------------------------------
 stage "python dependencies (tests/requirements.txt)"
-if python3 -c 'import pytest, pyotp, requests, pytest_timeout' >/dev/null 2>&1; then
+if python3 -c 'import pytest, pyotp, requests, pytest_timeout, authlib, pyrad' >/dev/null 2>&1; then
     echo "already installed"
     record "python-deps" 0
 else
@@ -45,6 +45,17 @@ else
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
         -r tests/requirements.txt || rc=$?
     record "python-deps" "$rc"
+fi
+
+# --- radclient (FreeRADIUS) for the RADIUS e2e tests (skipped without it) ---
+stage "radclient (freeradius-utils)"
+if command -v radclient >/dev/null 2>&1; then
+    echo "already installed"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq freeradius-utils >/dev/null) \
+        || echo "could not install freeradius-utils: the radclient test will be skipped"
+else
+    echo "radclient not available: the radclient test will be skipped (pyrad tests still run)"
 fi
 
 # --- Rust build ----------------------------------------------------------------

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod device;
 pub mod helpdesk;
 pub mod model;
+pub mod oidc;
 pub mod otp;
 pub mod password;
 pub mod policy;

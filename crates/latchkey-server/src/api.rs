@@ -890,6 +890,8 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_recovery::RecoveryDoc::openapi());
     doc.merge(crate::api_policy::PolicyDoc::openapi());
+    doc.merge(crate::oidc::http::OidcDoc::openapi());
+    doc.merge(crate::radius::http::RadiusDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
@@ -897,6 +899,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(crate::api_recovery::routes())
         .merge(crate::api_policy::routes())
+        .merge(crate::oidc::http::routes())
+        .merge(crate::radius::http::routes())
         .route("/api/v1/users", post(create_user).get(list_users))
         .route("/api/v1/users/{username}", get(get_user))
         .route("/api/v1/users/{username}/password", put(set_password))

@@ -53,6 +53,7 @@ pub struct Config {
     pub break_glass_test_interval_days: i64,
     /// Cookies and reverse proxies for the web UI (crate::web).
     pub web: crate::web::WebConfig,
+    pub oidc: crate::oidc::OidcConfig,
 }
 
 impl Default for Config {
@@ -72,6 +73,7 @@ impl Default for Config {
             exception_max_days: 30,
             break_glass_test_interval_days: 90,
             web: crate::web::WebConfig::default(),
+            oidc: Default::default(),
         }
     }
 }
@@ -237,7 +239,7 @@ impl App {
         self.clock.now()
     }
 
-    fn hash(&self, purpose: &str, value: &str) -> String {
+    pub(crate) fn hash(&self, purpose: &str, value: &str) -> String {
         keyed_hash(self.keys.pepper(), purpose, value)
     }
 

@@ -9,8 +9,10 @@ pub mod app;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod oidc;
 pub mod policy;
 pub mod qr;
+pub mod radius;
 pub mod recovery;
 pub mod tls;
 pub mod web;
@@ -44,12 +46,14 @@ async fn ensure_problem(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    // Web pages (crate::web) answer people with HTML error pages of their own.
+    // Web pages (crate::web) answer people with HTML error pages of their own;
+    // OAuth endpoints answer in their protocol's own error format.
     let is_page = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page {
+    let protocol = resp.extensions().get::<oidc::http::ProtocolBody>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page || protocol {
         return resp;
     }
     let err = match status {
@@ -113,6 +117,9 @@ pub(crate) fn spawn_housekeeping(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             if let Err(e) = app.store.purge_expired(app.now()).await {
                 tracing::warn!(error = %e, "purging expired flows and sessions failed");
+            }
+            if let Err(e) = app.store.purge_radius_challenges(app.now()).await {
+                tracing::warn!(error = %e, "purging expired RADIUS challenges failed");
             }
         }
     })

@@ -12,7 +12,9 @@ mod audit;
 mod auth;
 pub mod keys;
 mod methods;
+mod oidc;
 mod policy;
+mod radius;
 mod recovery;
 mod signins;
 mod users;
@@ -27,9 +29,11 @@ pub use audit::{AuditEntry, AuditPage};
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
+pub use oidc::{CodeRecord, GrantRecord, OidcClientRecord, SigningKeyRecord, TokenRecord};
 pub use policy::{
     AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
 };
+pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
 pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
 

@@ -4,6 +4,7 @@
 //! as the local operator: whoever can read the key file is the operator.
 
 mod bench;
+mod federation;
 mod helpdesk;
 mod policy_cmd;
 
@@ -70,6 +71,19 @@ enum Cmd {
         stop_on_stdin_close: bool,
         #[command(flatten)]
         web: WebArgs,
+        /// Also serve RADIUS (UDP) on this address, e.g. 127.0.0.1:1812.
+        #[arg(long, env = "LATCHKEY_RADIUS_LISTEN")]
+        radius_listen: Option<String>,
+    },
+    /// OpenID Connect provider: clients and signing keys.
+    Oidc {
+        #[command(subcommand)]
+        cmd: federation::OidcCmd,
+    },
+    /// RADIUS server: NAS clients.
+    Radius {
+        #[command(subcommand)]
+        cmd: federation::RadiusCmd,
     },
     /// Administration.
     Admin {
@@ -273,9 +287,12 @@ async fn run(cli: Cli) -> Result<()> {
             public_url,
             stop_on_stdin_close,
             web,
-        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close, web).await,
+            radius_listen,
+        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close, web, radius_listen).await,
         Cmd::Helpdesk { cmd } => helpdesk::run(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Device { cmd } => helpdesk::run_device(&*cli.db.app(cli.db.config()).await?, cmd).await,
+        Cmd::Oidc { cmd } => federation::oidc(&*cli.db.app(cli.db.config()).await?, cmd).await,
+        Cmd::Radius { cmd } => federation::radius(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Openapi => {
             println!("{}", latchkey_server::api::openapi_json());
             Ok(())
@@ -485,6 +502,7 @@ async fn serve(
     public_url: Option<String>,
     stop_on_stdin_close: bool,
     web: WebArgs,
+    radius_listen: Option<String>,
 ) -> Result<()> {
     // Load the certificate before binding, so a bad file fails fast and clearly.
     let tls = match (&web.tls_cert, &web.tls_key) {
@@ -495,6 +513,14 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let radius_socket = match &radius_listen {
+        Some(a) => Some(
+            tokio::net::UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("binding RADIUS on {a}"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     let mut config = db.config();
     config.public_url = public_url
@@ -506,6 +532,17 @@ async fn serve(
     let app = db.app(config.clone()).await?;
     println!("Latchkey listening on {scheme}://{addr}");
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
+    let radius_task = match radius_socket {
+        Some(sock) => {
+            println!("RADIUS listening on udp://{}", sock.local_addr()?);
+            Some(tokio::spawn(latchkey_server::radius::serve(
+                app.clone(),
+                sock,
+                std::future::pending::<()>(),
+            )))
+        }
+        None => None,
+    };
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),
@@ -559,6 +596,9 @@ async fn serve(
     match tls {
         Some(tls) => latchkey_server::tls::serve_tls(app.clone(), listener.into_std()?, tls, shutdown).await?,
         None => latchkey_server::serve(app.clone(), listener, shutdown).await?,
+    }
+    if let Some(t) = radius_task {
+        t.abort();
     }
     app.store.close().await;
     Ok(())
