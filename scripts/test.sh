@@ -36,7 +36,7 @@ pg_banner
 
 # --- Python dependencies of the e2e suite ------------------------------------
 stage "python dependencies (tests/requirements.txt)"
-if python3 -c 'import pytest, pyotp, requests, pytest_timeout' >/dev/null 2>&1; then
+if python3 -c 'import pytest, pyotp, requests, pytest_timeout, playwright' >/dev/null 2>&1; then
     echo "already installed"
     record "python-deps" 0
 else
@@ -44,6 +44,17 @@ else
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
         -r tests/requirements.txt || rc=$?
     record "python-deps" "$rc"
+fi
+
+# --- Chromium for the WebAuthn e2e tests (virtual authenticator over CDP) -------
+stage "chromium (apt)"
+if command -v chromium >/dev/null 2>&1; then
+    echo "already installed"
+    record "chromium" 0
+else
+    rc=0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || rc=$?
+    record "chromium" "$rc"
 fi
 
 # --- Rust build ----------------------------------------------------------------

@@ -211,12 +211,16 @@ pub struct SignInResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
-    /// password, totp, recovery_code, temporary_access_pass
+    /// password, totp, recovery_code, temporary_access_pass, webauthn
     #[schema(value_type = String)]
     pub method: VerifyMethod,
     pub code: Option<String>,
     pub pass: Option<String>,
     pub password: Option<String>,
+    /// For `webauthn`: the PublicKeyCredential from navigator.credentials.get
+    /// (binary fields base64url), answering POST /signin/{flow_id}/webauthn/challenge.
+    #[schema(value_type = Option<Object>)]
+    pub assertion: Option<serde_json::Value>,
     pub context: Option<SignInContextBody>,
 }
 
@@ -329,7 +333,7 @@ pub struct Health {
     pub status: String,
 }
 
-type AppState = Arc<App>;
+pub(crate) type AppState = Arc<App>;
 
 // ---- users ---------------------------------------------------------------
 
@@ -643,6 +647,7 @@ async fn signin_verify(
         VerifyMethod::Totp | VerifyMethod::RecoveryCode => {
             Proof::Code(req.code.clone().ok_or_else(|| missing("code"))?)
         }
+        VerifyMethod::Webauthn => Proof::Assertion(req.assertion.clone().ok_or_else(|| missing("assertion"))?),
         other => {
             return Err(AppError::InvalidRequest(format!(
                 "method '{}' is not available on this server yet",
@@ -869,7 +874,9 @@ impl utoipa::Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().expect("OpenAPI document serialises")
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::api_webauthn::WebauthnDoc::openapi());
+    doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
 pub fn routes() -> Router<AppState> {
@@ -893,6 +900,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/api-tokens/{id}", delete(revoke_api_token))
         .route("/api/v1/audit", get(audit_page))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .merge(crate::api_webauthn::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(

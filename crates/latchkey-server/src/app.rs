@@ -45,6 +45,10 @@ pub struct Config {
     pub source_lock: LockPolicy,
     pub totp_window: u64,
     pub bootstrap_pass_minutes: i64,
+    /// WebAuthn relying party ID; derived from `public_url` when unset.
+    pub rp_id: Option<String>,
+    /// WebAuthn origin; derived from `public_url` when unset.
+    pub rp_origin: Option<String>,
 }
 
 impl Default for Config {
@@ -61,6 +65,8 @@ impl Default for Config {
             source_lock: LockPolicy::SOURCE_DEFAULT,
             totp_window: 1,
             bootstrap_pass_minutes: 8 * 60,
+            rp_id: None,
+            rp_origin: None,
         }
     }
 }
@@ -154,6 +160,8 @@ pub enum Proof {
     Password(String),
     Code(String),
     Pass(String),
+    /// A WebAuthn assertion (PublicKeyCredential JSON, base64url fields).
+    Assertion(serde_json::Value),
 }
 
 pub struct TotpEnrollment {
@@ -211,6 +219,11 @@ impl App {
 
     fn hash(&self, purpose: &str, value: &str) -> String {
         keyed_hash(self.keys.pepper(), purpose, value)
+    }
+
+    /// The stored key of a sign-in flow id.
+    pub(crate) fn hash_flow(&self, flow_id: &str) -> String {
+        self.hash("flow", flow_id)
     }
 
     // ---- users ---------------------------------------------------------
@@ -322,7 +335,7 @@ impl App {
     /// the user themself with a fresh strong sign-in (or a TAP session). A
     /// stolen password alone never gets this far: there is no password-only
     /// session.
-    fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
+    pub(crate) fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
         if p.is_admin() {
             return Ok(());
         }
@@ -733,7 +746,8 @@ impl App {
 
     async fn check_locks(&self, username: &str, ctx: &SignInContext) -> AppResult<()> {
         let now = self.now();
-        let mut keys = vec![user_key(username)];
+        // A usernameless (passkey) flow has no name to count against yet.
+        let mut keys: Vec<String> = (!username.is_empty()).then(|| user_key(username)).into_iter().collect();
         if let Some(ip) = &ctx.source_ip {
             keys.push(source_key(ip));
         }
@@ -753,9 +767,11 @@ impl App {
         reason: &str,
     ) -> AppResult<()> {
         let now = self.now();
-        self.store
-            .record_failure(&user_key(username), &self.config.user_lock, now)
-            .await?;
+        if !username.is_empty() {
+            self.store
+                .record_failure(&user_key(username), &self.config.user_lock, now)
+                .await?;
+        }
         if let Some(ip) = &ctx.source_ip {
             self.store
                 .record_failure(&source_key(ip), &self.config.source_lock, now)
@@ -935,7 +951,7 @@ impl App {
             device_id: ctx.device_id.clone(),
         };
         self.check_locks(&rec.username, &ctx).await?;
-        let user = match &rec.user_id {
+        let mut user = match &rec.user_id {
             Some(id) => self
                 .store
                 .user_by_id(id)
@@ -944,6 +960,7 @@ impl App {
             None => None,
         };
         let mut tap_used: Option<latchkey_store::TapRecord> = None;
+        let mut step_amr: Vec<String> = vec![];
         let checked: AppResult<()> = match (method, &proof) {
             (VerifyMethod::Password, Proof::Password(pw)) => {
                 if self.verify_password_for(user.as_ref(), pw).await? {
@@ -976,6 +993,17 @@ impl App {
                     None => Err(AppError::InvalidPass),
                 }
             }
+            (VerifyMethod::Webauthn, Proof::Assertion(a)) => {
+                match self.check_webauthn_assertion(flow_id, &rec, &flow, a, now).await {
+                    Ok(o) => {
+                        step_amr = o.amr;
+                        // A usernameless flow learns its user from the passkey.
+                        user = Some(o.user);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             _ => Err(AppError::InvalidRequest(format!(
                 "method '{}' needs its matching field",
                 method.as_str()
@@ -984,7 +1012,12 @@ impl App {
         if let Err(e) = checked {
             if matches!(
                 e,
-                AppError::InvalidCredentials | AppError::InvalidCode | AppError::CodeReplayed | AppError::InvalidPass
+                AppError::InvalidCredentials
+                    | AppError::InvalidCode
+                    | AppError::CodeReplayed
+                    | AppError::InvalidPass
+                    | AppError::WebauthnRejected(_)
+                    | AppError::WebauthnCounterRegression
             ) {
                 self.record_failure(&rec.username, rec.user_id.clone(), &ctx, failure_reason(&e))
                     .await?;
@@ -993,7 +1026,7 @@ impl App {
         }
         let user = user.expect("a verified step implies a user");
         let factors = self.second_factors(&user).await?;
-        let next = flow.clone().step_verified(method, &factors, now)?;
+        let next = flow.clone().step_verified_with_amr(method, &step_amr, &factors, now)?;
         let next_json = serde_json::to_string(&next).expect("flow serialises");
         if !self.store.update_flow(&flow_hash, &rec.flow_json, &next_json).await? {
             return Err(AppError::InvalidState(
@@ -1013,7 +1046,7 @@ impl App {
         if let SignInState::Complete { acr } = next.state {
             let (token, expires_at) = self.open_session(&user, &next, acr, tap_used.as_ref(), &ctx).await?;
             self.store.delete_flow(&flow_hash).await?;
-            self.store.clear_throttle(&user_key(&rec.username)).await?;
+            self.store.clear_throttle(&user_key(&user.username)).await?;
             outcome.acr = Some(acr);
             outcome.session_token = Some(token);
             outcome.session_expires_at = Some(expires_at);
@@ -1254,11 +1287,13 @@ fn failure_reason(e: &AppError) -> &'static str {
         AppError::InvalidCredentials => "invalid_credentials",
         AppError::CodeReplayed => "code_replayed",
         AppError::InvalidPass => "invalid_pass",
+        AppError::WebauthnRejected(_) => "webauthn_rejected",
+        AppError::WebauthnCounterRegression => "webauthn_counter_regression",
         _ => "invalid_code",
     }
 }
 
-fn clean_label(label: Option<String>, default: &str) -> AppResult<String> {
+pub(crate) fn clean_label(label: Option<String>, default: &str) -> AppResult<String> {
     let l = label
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())

@@ -46,6 +46,13 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unprocessable(String),
+    /// A WebAuthn response that does not verify (wrong origin or RP ID, bad
+    /// signature, unknown credential, stale challenge).
+    #[error("the security key or passkey response was rejected: {0}")]
+    WebauthnRejected(String),
+    /// The signature counter went backwards: possibly a cloned authenticator.
+    #[error("this authenticator's signature counter went backwards; it may have been cloned. Use another method and tell the helpdesk")]
+    WebauthnCounterRegression,
     #[error("internal error")]
     Internal(String),
 }
@@ -99,6 +106,12 @@ impl AppError {
                 "invalid-request",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid request body",
+            ),
+            WebauthnRejected(_) => ("webauthn-rejected", StatusCode::UNAUTHORIZED, "Authenticator response rejected"),
+            WebauthnCounterRegression => (
+                "webauthn-counter-regression",
+                StatusCode::UNAUTHORIZED,
+                "Possible cloned authenticator",
             ),
             Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }

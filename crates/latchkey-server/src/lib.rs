@@ -3,11 +3,13 @@
 //! the CLI.
 
 pub mod api;
+pub mod api_webauthn;
 pub mod app;
 pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod qr;
+pub mod webauthn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ mod auth;
 pub mod keys;
 mod methods;
 mod users;
+mod webauthn;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRec
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
 pub use users::{NewUser, UserRecord};
+pub use webauthn::{CeremonyRecord, NewWebauthnCredential, WebauthnCredentialRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
