@@ -135,7 +135,10 @@ mod tests {
             AuthStrength::amr_with_detail(&[Password, Webauthn], &d(&["hwk", "user", "mfa"])),
             vec!["pwd", "hwk", "user", "mfa"]
         );
-        assert_eq!(AuthStrength::amr_with_detail(&[Password, Totp], &[]), vec!["pwd", "otp", "mfa"]);
+        assert_eq!(
+            AuthStrength::amr_with_detail(&[Password, Totp], &[]),
+            vec!["pwd", "otp", "mfa"]
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl CredentialKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum CeremonyPurpose {
-    Registration { kind: CredentialKind, label: String, attested: bool },
+    Registration {
+        kind: CredentialKind,
+        label: String,
+        attested: bool,
+    },
     /// An assertion inside a sign-in flow; `passwordless` when no password came first.
     Authentication { passwordless: bool },
     /// Usernameless sign-in: the credential names the user.
@@ -99,9 +103,14 @@ impl CeremonyState {
 pub enum CounterCheck {
     /// The authenticator keeps no counter.
     NotKept,
-    Advanced { to: u32 },
+    Advanced {
+        to: u32,
+    },
     /// Refuse and raise `webauthn.counter_regression`: a possibly cloned key.
-    Regressed { stored: u32, presented: u32 },
+    Regressed {
+        stored: u32,
+        presented: u32,
+    },
 }
 
 pub fn check_counter(stored: u32, presented: u32) -> CounterCheck {
@@ -186,7 +195,14 @@ pub fn normalize_aaguid(s: &str) -> Result<String, CoreError> {
         return Err(CoreError::InvalidInput(format!("'{s}' is not an AAGUID (a UUID)")));
     }
     let h = hex.to_ascii_lowercase();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 impl WebauthnPolicy {
@@ -245,20 +261,18 @@ impl WebauthnPolicy {
 
     /// The final word on a finished registration: the library verified the
     /// chain; this re-checks the model against the requirement.
-    pub fn check_registration(
-        &self,
-        privileged: bool,
-        attested_aaguid: Option<&str>,
-    ) -> Result<(), CoreError> {
+    pub fn check_registration(&self, privileged: bool, attested_aaguid: Option<&str>) -> Result<(), CoreError> {
         match self.requirement(privileged) {
             AttestationRequirement::Optional => Ok(()),
             AttestationRequirement::Required { aaguids } => match attested_aaguid {
                 Some(a) if aaguids.iter().any(|x| x == a) => Ok(()),
-                _ => Err(CoreError::Forbidden(if privileged && !self.privileged_aaguids.is_empty() {
-                    "privileged accounts may only register the organisation's approved security keys".into()
-                } else {
-                    "this authenticator's model could not be attested as an approved one".into()
-                })),
+                _ => Err(CoreError::Forbidden(
+                    if privileged && !self.privileged_aaguids.is_empty() {
+                        "privileged accounts may only register the organisation's approved security keys".into()
+                    } else {
+                        "this authenticator's model could not be attested as an approved one".into()
+                    },
+                )),
             },
         }
     }
@@ -299,18 +313,30 @@ mod tests {
         assert_eq!(check_counter(5, 6), CounterCheck::Advanced { to: 6 });
         assert_eq!(
             check_counter(5, 5),
-            CounterCheck::Regressed { stored: 5, presented: 5 }
+            CounterCheck::Regressed {
+                stored: 5,
+                presented: 5
+            }
         );
         assert_eq!(
             check_counter(5, 0),
-            CounterCheck::Regressed { stored: 5, presented: 0 }
+            CounterCheck::Regressed {
+                stored: 5,
+                presented: 0
+            }
         );
     }
 
     #[test]
     fn passwordless_needs_user_verification() {
-        let no_uv = AssertionFacts { user_verified: false, backup_eligible: false };
-        let uv = AssertionFacts { user_verified: true, backup_eligible: true };
+        let no_uv = AssertionFacts {
+            user_verified: false,
+            backup_eligible: false,
+        };
+        let uv = AssertionFacts {
+            user_verified: true,
+            backup_eligible: true,
+        };
         assert!(check_assertion(true, &no_uv).is_err());
         assert!(check_assertion(false, &no_uv).is_ok());
         assert!(check_assertion(true, &uv).is_ok());
@@ -318,9 +344,15 @@ mod tests {
 
     #[test]
     fn amr_names_hardware_or_software_and_user_verification() {
-        let key = AssertionFacts { user_verified: false, backup_eligible: false };
+        let key = AssertionFacts {
+            user_verified: false,
+            backup_eligible: false,
+        };
         assert_eq!(assertion_amr(&key), vec!["hwk"]);
-        let synced = AssertionFacts { user_verified: true, backup_eligible: true };
+        let synced = AssertionFacts {
+            user_verified: true,
+            backup_eligible: true,
+        };
         assert_eq!(assertion_amr(&synced), vec!["swk", "user", "mfa"]);
     }
 
@@ -360,7 +392,10 @@ mod tests {
 
     #[test]
     fn a_policy_that_requires_attestation_needs_roots() {
-        let p = WebauthnPolicy { require_attestation: true, ..Default::default() };
+        let p = WebauthnPolicy {
+            require_attestation: true,
+            ..Default::default()
+        };
         assert!(p.validated().is_err());
         let p = WebauthnPolicy {
             privileged_aaguids: vec![YUBI.into()],

@@ -130,7 +130,9 @@ fn context(caller: &Option<Principal>, peer: Option<String>, body: PasskeyStartR
     // As for POST /signin: only an authenticated relying party may relay the
     // end user's address.
     let ctx = body.context.unwrap_or_default();
-    let relayed = matches!(caller, Some(Principal::ApiToken(_))).then_some(ctx.ip).flatten();
+    let relayed = matches!(caller, Some(Principal::ApiToken(_)))
+        .then_some(ctx.ip)
+        .flatten();
     SignInContext {
         application: body.application,
         source_ip: relayed.or(peer),
@@ -278,7 +280,16 @@ async fn webauthn_js() -> impl axum::response::IntoResponse {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(register_start, register_finish, list_credentials, signin_challenge, passkey_start, get_policy, put_policy, webauthn_js),
+    paths(
+        register_start,
+        register_finish,
+        list_credentials,
+        signin_challenge,
+        passkey_start,
+        get_policy,
+        put_policy,
+        webauthn_js
+    ),
     components(schemas(WebauthnCredentialView, WebauthnPolicyBody, TrustedAuthenticatorBody))
 )]
 pub struct WebauthnDoc;
@@ -286,8 +297,14 @@ pub struct WebauthnDoc;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users/{username}/methods/webauthn", get(list_credentials))
-        .route("/api/v1/users/{username}/methods/webauthn/register/start", post(register_start))
-        .route("/api/v1/users/{username}/methods/webauthn/register/finish", post(register_finish))
+        .route(
+            "/api/v1/users/{username}/methods/webauthn/register/start",
+            post(register_start),
+        )
+        .route(
+            "/api/v1/users/{username}/methods/webauthn/register/finish",
+            post(register_finish),
+        )
         .route("/api/v1/signin/passkey/start", post(passkey_start))
         .route("/api/v1/signin/{flow_id}/webauthn/challenge", post(signin_challenge))
         .route("/api/v1/settings/webauthn", get(get_policy).put(put_policy))

@@ -107,7 +107,11 @@ impl AppError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid request body",
             ),
-            WebauthnRejected(_) => ("webauthn-rejected", StatusCode::UNAUTHORIZED, "Authenticator response rejected"),
+            WebauthnRejected(_) => (
+                "webauthn-rejected",
+                StatusCode::UNAUTHORIZED,
+                "Authenticator response rejected",
+            ),
             WebauthnCounterRegression => (
                 "webauthn-counter-regression",
                 StatusCode::UNAUTHORIZED,

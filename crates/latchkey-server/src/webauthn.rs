@@ -154,7 +154,8 @@ fn rejected(e: WebauthnError) -> AppError {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(v: serde_json::Value, what: &str) -> AppResult<T> {
-    serde_json::from_value(v).map_err(|e| AppError::InvalidRequest(format!("{what} is not a valid WebAuthn response: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| AppError::InvalidRequest(format!("{what} is not a valid WebAuthn response: {e}")))
 }
 
 fn stored<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> AppResult<T> {
@@ -226,22 +227,31 @@ impl App {
     }
 
     pub async fn get_webauthn_policy(&self, p: &Principal) -> AppResult<WebauthnPolicy> {
-        if !(p.is_admin() || p.has_role(latchkey_core::Role::SecurityAdmin) || p.has_role(latchkey_core::Role::Auditor)) {
-            return Err(AppError::Forbidden("reading the WebAuthn policy needs an admin or auditor role".into()));
+        if !(p.is_admin() || p.has_role(latchkey_core::Role::SecurityAdmin) || p.has_role(latchkey_core::Role::Auditor))
+        {
+            return Err(AppError::Forbidden(
+                "reading the WebAuthn policy needs an admin or auditor role".into(),
+            ));
         }
         self.webauthn_policy().await
     }
 
     pub async fn set_webauthn_policy(&self, p: &Principal, policy: WebauthnPolicy) -> AppResult<WebauthnPolicy> {
         if !(p.is_admin() || p.has_role(latchkey_core::Role::SecurityAdmin)) {
-            return Err(AppError::Forbidden("the WebAuthn policy needs the admin or security_admin role".into()));
+            return Err(AppError::Forbidden(
+                "the WebAuthn policy needs the admin or security_admin role".into(),
+            ));
         }
         let policy = policy.validated()?;
         // Every root must be a certificate webauthn-rs can use.
         ca_list(&policy, &[])?;
         let mut tx = self.store.write().await?;
-        tx.set_webauthn_policy(&serde_json::to_string(&policy).expect("policy serialises"), &p.actor(), self.now())
-            .await?;
+        tx.set_webauthn_policy(
+            &serde_json::to_string(&policy).expect("policy serialises"),
+            &p.actor(),
+            self.now(),
+        )
+        .await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
@@ -393,7 +403,8 @@ impl App {
             return Err(AppError::NotFound("WebAuthn registration ceremony".into()));
         };
         let webauthn = self.webauthn()?;
-        let registration_failed = |e: WebauthnError| AppError::Unprocessable(format!("the authenticator's registration was rejected: {e}"));
+        let registration_failed =
+            |e: WebauthnError| AppError::Unprocessable(format!("the authenticator's registration was rejected: {e}"));
         let cred: Credential = match stored::<RegistrationCeremony>(&c.state_json, "registration state")? {
             RegistrationCeremony::SecurityKey(s) => webauthn
                 .finish_securitykey_registration(&reg, &s)
@@ -524,7 +535,9 @@ impl App {
                 .map(|c| credential_of(c).map(SecurityKey::from))
                 .collect::<AppResult<_>>()?;
             if keys.is_empty() {
-                return Err(AppError::InvalidState("no security key or passkey is registered".into()));
+                return Err(AppError::InvalidState(
+                    "no security key or passkey is registered".into(),
+                ));
             }
             let (o, s) = webauthn
                 .start_securitykey_authentication(&keys)
@@ -596,13 +609,17 @@ impl App {
             .take_ceremony(&self.ceremony_hash(flow_id))
             .await?
             .ok_or_else(|| {
-                AppError::InvalidState("ask for a WebAuthn challenge first (POST /signin/{flow_id}/webauthn/challenge)".into())
+                AppError::InvalidState(
+                    "ask for a WebAuthn challenge first (POST /signin/{flow_id}/webauthn/challenge)".into(),
+                )
             })?;
         CeremonyState::at(c.expires_at, now).check_finishable()?;
         let passwordless = flow.methods.is_empty();
         let purpose: CeremonyPurpose = stored(&c.purpose_json, "ceremony purpose")?;
         if purpose != (CeremonyPurpose::Authentication { passwordless }) {
-            return Err(AppError::InvalidState("the WebAuthn challenge does not match this step; ask for a new one".into()));
+            return Err(AppError::InvalidState(
+                "the WebAuthn challenge does not match this step; ask for a new one".into(),
+            ));
         }
         let credential_id = BASE64URL_NOPAD.encode(pkc.get_credential_id());
         let unknown = || AppError::WebauthnRejected("this credential is not registered".into());
@@ -625,7 +642,9 @@ impl App {
             .ok_or_else(unknown)?;
         if let Some(h) = pkc.get_user_unique_id() {
             if h != user_handle(&user)?.as_bytes() {
-                return Err(AppError::WebauthnRejected("the user handle does not match the credential".into()));
+                return Err(AppError::WebauthnRejected(
+                    "the user handle does not match the credential".into(),
+                ));
             }
         }
         let mut cred = credential_of(&rec_cred)?;
@@ -737,7 +756,10 @@ fn ca_list(policy: &WebauthnPolicy, aaguids: &[String]) -> AppResult<Attestation
         let aaguid = Uuid::parse_str(&t.aaguid).map_err(|e| AppError::InvalidRequest(e.to_string()))?;
         b.insert_device_pem(t.ca_pem.as_bytes(), aaguid, t.description.clone(), Default::default())
             .map_err(|e| {
-                AppError::InvalidRequest(format!("the CA certificate for {} is not a usable PEM certificate: {e:?}", t.aaguid))
+                AppError::InvalidRequest(format!(
+                    "the CA certificate for {} is not a usable PEM certificate: {e:?}",
+                    t.aaguid
+                ))
             })?;
     }
     Ok(b.build())
@@ -780,7 +802,9 @@ pub mod fuzzing {
             let (_, security_key) = webauthn
                 .start_securitykey_registration(user, "u", "u", None, None, None)
                 .expect("start");
-            let (_, passkey) = webauthn.start_passkey_registration(user, "u", "u", None).expect("start");
+            let (_, passkey) = webauthn
+                .start_passkey_registration(user, "u", "u", None)
+                .expect("start");
             let (_, discoverable) = webauthn.start_discoverable_authentication().expect("start");
             let (_, second_factor) = webauthn
                 .start_securitykey_authentication(&[SecurityKey::from(credential.clone())])
@@ -802,7 +826,9 @@ pub mod fuzzing {
 
     pub fn finish(data: &[u8]) {
         let f = fixture();
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+            return;
+        };
         if let Ok(reg) = parse_json::<RegisterPublicKeyCredential>(v.clone(), "credential") {
             let _ = authenticator_data_aaguid(&reg);
             if let Ok(sk) = f.webauthn.finish_securitykey_registration(&reg, &f.security_key) {
@@ -848,15 +874,37 @@ mod tests {
             br#"{"id":"AA","rawId":"AA","type":"public-key","response":{"attestationObject":"o2NmbXRkbm9uZWdhdHRTdG10oGhhdXRoRGF0YVjE","clientDataJSON":"eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0"}}"#.to_vec(),
             br#"{"id":"AA","rawId":"AA","type":"public-key","response":{"authenticatorData":"SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ","clientDataJSON":"eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0","signature":"MEUCIQ","userHandle":"AAAAAAAAAAAAAAAAAAAAAQ"}}"#.to_vec(),
         ];
+        const ALPHABET: &[u8] = b"AZaz09-_{}\":,";
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        for _ in 0..2000 {
+        for round in 0..2000 {
             let mut d = seeds[rng.gen_range(0..seeds.len())].clone();
-            for _ in 0..rng.gen_range(1..8) {
-                let i = rng.gen_range(0..d.len());
-                match rng.gen_range(0..3) {
-                    0 => d[i] = rng.gen(),
-                    1 => d.truncate(i.max(1)),
-                    _ => d.insert(i, b"AZaz09-_{}\":,"[rng.gen_range(0..14)]),
+            if round % 2 == 0 {
+                // Keep the JSON valid and garble one binary field, so the
+                // input reaches CBOR/authenticator-data/signature parsing.
+                let mut v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+                let resp = v["response"].as_object_mut().unwrap();
+                let keys: Vec<String> = resp.keys().cloned().collect();
+                let k = &keys[rng.gen_range(0..keys.len())];
+                let mut raw = BASE64URL_NOPAD
+                    .decode(resp[k].as_str().unwrap().as_bytes())
+                    .unwrap_or_default();
+                for _ in 0..rng.gen_range(1..6) {
+                    match (rng.gen_range(0..3), raw.len()) {
+                        (_, 0) | (0, _) => raw.push(rng.gen()),
+                        (1, n) => raw.truncate(rng.gen_range(0..n)),
+                        (_, n) => raw[rng.gen_range(0..n)] ^= rng.gen::<u8>(),
+                    }
+                }
+                resp.insert(k.clone(), serde_json::Value::String(BASE64URL_NOPAD.encode(&raw)));
+                d = serde_json::to_vec(&v).unwrap();
+            } else {
+                for _ in 0..rng.gen_range(1..8) {
+                    let i = rng.gen_range(0..d.len());
+                    match rng.gen_range(0..3) {
+                        0 => d[i] = rng.gen(),
+                        1 => d.truncate(i.max(1)),
+                        _ => d.insert(i, ALPHABET[rng.gen_range(0..ALPHABET.len())]),
+                    }
                 }
             }
             fuzzing::finish(&d);

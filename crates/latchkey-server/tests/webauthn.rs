@@ -212,7 +212,12 @@ fn uuid_like() -> String {
 }
 
 fn assert_problem(r: &Reply) {
-    assert!(r.status.is_client_error(), "expected 4xx, got {} {:?}", r.status, r.body);
+    assert!(
+        r.status.is_client_error(),
+        "expected 4xx, got {} {:?}",
+        r.status,
+        r.body
+    );
     assert!(
         r.content_type.starts_with("application/problem+json"),
         "{}",
@@ -235,7 +240,10 @@ fn discoverable_get(
     cred_id: &[u8],
     user_id: &str,
 ) -> Value {
-    assert!(rcr.public_key.allow_credentials.is_empty(), "passkey challenges name no credential");
+    assert!(
+        rcr.public_key.allow_credentials.is_empty(),
+        "passkey challenges name no credential"
+    );
     rcr.public_key.allow_credentials = vec![AllowCredentials {
         type_: "public-key".into(),
         id: cred_id.to_vec(),
@@ -251,11 +259,16 @@ fn uuid_bytes(id: &str) -> Vec<u8> {
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn b64url(s: &str) -> Vec<u8> {
-    data_encoding::BASE64URL_NOPAD.decode(s.trim_end_matches('=').as_bytes()).unwrap()
+    data_encoding::BASE64URL_NOPAD
+        .decode(s.trim_end_matches('=').as_bytes())
+        .unwrap()
 }
 
 async fn user_id(h: &Harness, name: &str) -> String {
@@ -270,7 +283,9 @@ async fn security_key_after_password_is_phishing_resistant() {
     let h = Harness::new().await;
     h.user("alice", &[]).await;
     let (mut key, _ca) = SoftToken::new(false).unwrap();
-    let r = h.register(None, "alice", "security_key", &mut key, ORIGIN, |_| {}).await;
+    let r = h
+        .register(None, "alice", "security_key", &mut key, ORIGIN, |_| {})
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["credential_kind"], "security_key");
     // SoftToken reports its AAGUID; without an attestation policy it is
@@ -309,7 +324,9 @@ async fn passkey_signs_in_alone_and_usernameless() {
     let h = Harness::new().await;
     h.user("bob", &[]).await;
     let mut pk = SoftPasskey::new(true);
-    let r = h.register(None, "bob", "passkey", &mut pk, ORIGIN, as_non_resident).await;
+    let r = h
+        .register(None, "bob", "passkey", &mut pk, ORIGIN, as_non_resident)
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let method_id = r.body["id"].as_str().unwrap().to_owned();
     let cred_id = {
@@ -365,7 +382,9 @@ async fn passkey_signs_in_alone_and_usernameless() {
     assert_eq!(r.body["type"], "urn:latchkey:problem:reauthentication-required");
 
     // Removal works like any other method.
-    let r = h.admin("DELETE", &format!("/api/v1/users/bob/methods/{method_id}"), None).await;
+    let r = h
+        .admin("DELETE", &format!("/api/v1/users/bob/methods/{method_id}"), None)
+        .await;
     assert!(r.status.is_success(), "{:?}", r.body);
     let creds = h.admin("GET", "/api/v1/users/bob/methods/webauthn", None).await;
     assert_eq!(creds.body.as_array().unwrap().len(), 1);
@@ -376,7 +395,9 @@ async fn a_security_key_without_user_verification_cannot_replace_the_password() 
     let h = Harness::new().await;
     h.user("carol", &[]).await;
     let (mut key, _) = SoftToken::new(false).unwrap();
-    let r = h.register(None, "carol", "security_key", &mut key, ORIGIN, |_| {}).await;
+    let r = h
+        .register(None, "carol", "security_key", &mut key, ORIGIN, |_| {})
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let cred_id = {
         let flow = h.password_flow("carol").await;
@@ -412,7 +433,11 @@ async fn wrong_origin_or_rp_id_is_refused() {
         .await;
     let ccr: CreationChallengeResponse = serde_json::from_value(json!({"publicKey": start.body["publicKey"]})).unwrap();
     let cred = key
-        .perform_register(Url::parse("https://login.evil.example").unwrap(), ccr.public_key, 60_000)
+        .perform_register(
+            Url::parse("https://login.evil.example").unwrap(),
+            ccr.public_key,
+            60_000,
+        )
         .unwrap();
     let r = h
         .admin(
@@ -446,12 +471,18 @@ async fn wrong_origin_or_rp_id_is_refused() {
     let flow = h.password_flow("dave").await;
     let rcr = h.challenge(&flow).await;
     let a = key
-        .perform_auth(Url::parse("https://login.evil.example").unwrap(), rcr.public_key, 60_000)
+        .perform_auth(
+            Url::parse("https://login.evil.example").unwrap(),
+            rcr.public_key,
+            60_000,
+        )
         .unwrap();
     assert_problem(&h.verify(&flow, serde_json::to_value(a).unwrap()).await);
     let mut rcr = h.challenge(&flow).await;
     rcr.public_key.rp_id = "evil.example".into();
-    let a = key.perform_auth(Url::parse(ORIGIN).unwrap(), rcr.public_key, 60_000).unwrap();
+    let a = key
+        .perform_auth(Url::parse(ORIGIN).unwrap(), rcr.public_key, 60_000)
+        .unwrap();
     let r = h.verify(&flow, serde_json::to_value(a).unwrap()).await;
     assert_problem(&r);
     assert_eq!(r.body["type"], "urn:latchkey:problem:webauthn-rejected");
@@ -571,7 +602,9 @@ async fn garbled_responses_get_4xx_never_500() {
     assert_problem(&r);
 
     // Authentication.
-    let r = h.register(None, "frank", "security_key", &mut key, ORIGIN, |_| {}).await;
+    let r = h
+        .register(None, "frank", "security_key", &mut key, ORIGIN, |_| {})
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let flow = h.password_flow("frank").await;
     // Verify without a challenge first.
@@ -608,7 +641,9 @@ async fn garbled_responses_get_4xx_never_500() {
         )
         .await;
     assert_problem(&r);
-    let r = h.call("POST", "/api/v1/signin/lk_f_nope/webauthn/challenge", None, None).await;
+    let r = h
+        .call("POST", "/api/v1/signin/lk_f_nope/webauthn/challenge", None, None)
+        .await;
     assert_problem(&r);
 }
 
@@ -638,9 +673,19 @@ async fn ceremonies_expire_after_five_minutes() {
 }
 
 fn pem_of(token: &SoftToken) -> String {
-    // SoftToken serialises its CA certificate as base64 DER.
-    let v = serde_json::to_value(token).unwrap();
-    let b64 = v["ca_cert"].as_str().unwrap().replace('-', "+").replace('_', "/");
+    // SoftToken serialises its CA certificate as base64url DER.
+    let v: serde_cbor_2::Value = serde_cbor_2::from_slice(&token.to_cbor().unwrap()).unwrap();
+    let serde_cbor_2::Value::Map(m) = v else {
+        panic!("SoftToken is a map")
+    };
+    let ca = m
+        .iter()
+        .find_map(|(k, v)| match (k, v) {
+            (serde_cbor_2::Value::Text(k), serde_cbor_2::Value::Text(v)) if k == "ca_cert" => Some(v.clone()),
+            _ => None,
+        })
+        .expect("ca_cert");
+    let b64 = ca.replace('-', "+").replace('_', "/");
     let b64 = b64.trim_end_matches('=').to_owned();
     let padded = format!("{b64}{}", "=".repeat((4 - b64.len() % 4) % 4));
     let body: Vec<String> = padded
@@ -648,7 +693,10 @@ fn pem_of(token: &SoftToken) -> String {
         .chunks(64)
         .map(|c| String::from_utf8(c.to_vec()).unwrap())
         .collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", body.join("\n"))
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        body.join("\n")
+    )
 }
 
 #[tokio::test]
@@ -666,18 +714,28 @@ async fn privileged_users_are_held_to_the_attested_allow_list() {
     let r = h.admin("PUT", "/api/v1/settings/webauthn", Some(policy)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["privileged_aaguids"], json!([aaguid]));
-    assert!(h.audit_actions().await.iter().any(|e| e["action"] == "settings.webauthn.update"));
+    assert!(h
+        .audit_actions()
+        .await
+        .iter()
+        .any(|e| e["action"] == "settings.webauthn.update"));
 
     // A key from the fleet CA: attested, model recorded.
-    let r = h.register(None, "root", "security_key", &mut fleet_key, ORIGIN, |_| {}).await;
+    let r = h
+        .register(None, "root", "security_key", &mut fleet_key, ORIGIN, |_| {})
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["attested"], true);
     assert_eq!(r.body["model"], "Fleet key (SoftToken)");
     // Same model, but not from the organisation's CA: refused for an admin.
-    let r = h.register(None, "root", "security_key", &mut other_key, ORIGIN, |_| {}).await;
+    let r = h
+        .register(None, "root", "security_key", &mut other_key, ORIGIN, |_| {})
+        .await;
     assert_problem(&r);
     // Ordinary users are not restricted.
-    let r = h.register(None, "staff", "security_key", &mut other_key, ORIGIN, |_| {}).await;
+    let r = h
+        .register(None, "staff", "security_key", &mut other_key, ORIGIN, |_| {})
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["attested"], false);
 
@@ -711,6 +769,11 @@ async fn every_webauthn_endpoint_is_in_the_openapi_document() {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from /openapi.json");
     }
     let h = Harness::new().await;
-    let js = h.router.clone().oneshot(Request::get("/static/webauthn.js").body(Body::empty()).unwrap()).await.unwrap();
+    let js = h
+        .router
+        .clone()
+        .oneshot(Request::get("/static/webauthn.js").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(js.status(), StatusCode::OK);
 }

@@ -54,7 +54,8 @@ fn cred_from_row(r: &sqlx::any::AnyRow) -> Result<WebauthnCredentialRecord> {
     })
 }
 
-const SELECT_CRED: &str = "SELECT w.method_id, w.user_id, w.credential_id, w.kind, w.credential_json, w.aaguid, w.model,
+const SELECT_CRED: &str =
+    "SELECT w.method_id, w.user_id, w.credential_id, w.kind, w.credential_json, w.aaguid, w.model,
         w.attested, w.backup_eligible, w.backup_state, w.sign_count, w.created_at, m.label, m.last_used_at
      FROM webauthn_credentials w JOIN methods m ON m.id = w.method_id
      WHERE m.state = 'active'";
@@ -62,10 +63,12 @@ const SELECT_CRED: &str = "SELECT w.method_id, w.user_id, w.credential_id, w.kin
 impl Store {
     /// Active credentials of one user, oldest first.
     pub async fn webauthn_credentials(&self, user_id: &str) -> Result<Vec<WebauthnCredentialRecord>> {
-        let rows = sqlx::query(&format!("{SELECT_CRED} AND w.user_id = $1 ORDER BY w.created_at, w.method_id"))
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{SELECT_CRED} AND w.user_id = $1 ORDER BY w.created_at, w.method_id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(cred_from_row).collect()
     }
 
