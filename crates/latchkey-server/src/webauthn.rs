@@ -337,6 +337,15 @@ impl App {
                 (o, RegistrationCeremony::AttestedPasskey(s))
             }
         };
+        if kind == CredentialKind::SecurityKey {
+            // A security key is a second factor after the password and may
+            // have no PIN. credProtect "user verification required" would
+            // make such a key unusable (browsers refuse the combination), so
+            // it is not requested; passkeys keep it.
+            if let Some(ext) = options.public_key.extensions.as_mut() {
+                ext.cred_protect = None;
+            }
+        }
         if kind == CredentialKind::Passkey {
             // A passkey must be discoverable so that it can start a sign-in
             // without a username. The option is advice to the client; the
