@@ -37,7 +37,7 @@ pg_banner
 
 # --- Python dependencies of the e2e suite ------------------------------------
 stage "python dependencies (tests/requirements.txt)"
-if python3 -c 'import pytest, pyotp, requests, pytest_timeout, authlib, pyrad' >/dev/null 2>&1; then
+if python3 -c 'import pytest, pyotp, requests, pytest_timeout, authlib, pyrad, playwright' >/dev/null 2>&1; then
     echo "already installed"
     record "python-deps" 0
 else
@@ -56,6 +56,17 @@ elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
         || echo "could not install freeradius-utils: the radclient test will be skipped"
 else
     echo "radclient not available: the radclient test will be skipped (pyrad tests still run)"
+fi
+
+# --- Chromium for the WebAuthn e2e tests (virtual authenticator over CDP) -------
+stage "chromium (apt)"
+if command -v chromium >/dev/null 2>&1; then
+    echo "already installed"
+    record "chromium" 0
+else
+    rc=0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || rc=$?
+    record "chromium" "$rc"
 fi
 
 # --- Rust build ----------------------------------------------------------------

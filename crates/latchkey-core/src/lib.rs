@@ -19,6 +19,7 @@ pub mod signin;
 pub mod softlock;
 pub mod strength;
 pub mod tap;
+pub mod webauthn;
 
 pub use model::{MethodKind, MethodState, Role, UserState, Username, VerifyMethod};
 pub use strength::AuthStrength;

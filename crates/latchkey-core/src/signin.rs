@@ -3,8 +3,11 @@
 //! ```text
 //!  Started ──password ok, has 2nd factor──▶ SecondFactorRequired{allowed} ──factor ok──▶ Complete
 //!     │  └─password ok, no 2nd factor──────▶ RegistrationRequired   (no session: ask for a TAP)
-//!     └──TAP ok────────────────────────────────────────────────────────────────────────▶ Complete
+//!     ├──TAP ok────────────────────────────────────────────────────────────────────────▶ Complete
+//!     └──passkey with user verification (no password)──────────────────────────────────▶ Complete
 //! ```
+//! A WebAuthn step taken without a password is only accepted with user
+//! verification (see [`crate::webauthn::check_assertion`]).
 //! Failures do not change the flow's state; they are counted by
 //! [`crate::softlock`] against the user and the source. A flow expires after
 //! [`FLOW_LIFETIME_SECS`] whatever its state.
@@ -21,7 +24,8 @@ pub const FLOW_LIFETIME_SECS: i64 = 10 * 60;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum SignInState {
-    /// Identifier given; awaiting a password or a TAP.
+    /// Identifier given (or, for a usernameless passkey sign-in, not even
+    /// that); awaiting a password, a TAP or a passkey.
     Started,
     /// The password was right; one of `allowed` must follow.
     SecondFactorRequired {
@@ -43,6 +47,15 @@ impl SignInState {
             SignInState::RegistrationRequired => "registration_required",
             SignInState::Complete { .. } => "complete",
         }
+    }
+
+    /// Whether `method` may come next. Beyond what [`Self::allowed_methods`]
+    /// advertises, a passkey may always start: it is offered through its own
+    /// endpoints (and must verify the user), and listing it per user would
+    /// tell strangers who has one.
+    pub fn accepts(&self, method: VerifyMethod) -> bool {
+        self.allowed_methods().contains(&method)
+            || (matches!(self, SignInState::Started) && method == VerifyMethod::Webauthn)
     }
 
     /// What the client may send next.
@@ -70,6 +83,10 @@ pub struct SignInFlow {
     pub strengths: Vec<AuthenticationStrength>,
     pub started_at: i64,
     pub expires_at: i64,
+    /// `amr` values a step reported beyond its method's defaults (WebAuthn's
+    /// `hwk`/`swk`, `user`), merged into [`SignInFlow::amr`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr_detail: Vec<String>,
 }
 
 impl SignInFlow {
@@ -81,6 +98,7 @@ impl SignInFlow {
             strengths: vec![],
             started_at: now,
             expires_at: now + FLOW_LIFETIME_SECS,
+            amr_detail: vec![],
         }
     }
 
@@ -135,7 +153,7 @@ impl SignInFlow {
         if self.is_expired(now) {
             return Err(CoreError::FlowExpired);
         }
-        if self.state.allowed_methods().contains(&method) {
+        if self.state.accepts(method) {
             Ok(())
         } else {
             Err(CoreError::InvalidTransition(format!(
@@ -176,8 +194,26 @@ impl SignInFlow {
         Ok(self)
     }
 
+    /// Like [`SignInFlow::step_verified`], recording what the step itself
+    /// reported about how it was performed (RFC 8176 values).
+    pub fn step_verified_with_amr(
+        self,
+        method: VerifyMethod,
+        amr: &[String],
+        second_factors: &[VerifyMethod],
+        now: i64,
+    ) -> Result<Self, CoreError> {
+        let mut next = self.step_verified(method, second_factors, now)?;
+        for a in amr {
+            if !next.amr_detail.contains(a) {
+                next.amr_detail.push(a.clone());
+            }
+        }
+        Ok(next)
+    }
+
     pub fn amr(&self) -> Vec<String> {
-        AuthStrength::amr(&self.methods)
+        AuthStrength::amr_with_detail(&self.methods, &self.amr_detail)
     }
 }
 
@@ -275,6 +311,46 @@ mod tests {
             .step_verified(Password, &[Totp], 1)
             .unwrap();
         assert_eq!(f.state, SignInState::RegistrationRequired);
+    }
+
+    #[test]
+    fn passkey_alone_completes_phishing_resistant() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa);
+        let amr = vec!["swk".to_owned(), "user".into(), "mfa".into()];
+        let f = f.step_verified_with_amr(Webauthn, &amr, &[Webauthn], 1).unwrap();
+        assert_eq!(
+            f.state,
+            SignInState::Complete {
+                acr: AuthStrength::PhishingResistant
+            }
+        );
+        assert_eq!(f.amr(), vec!["swk", "user", "mfa"]);
+        // Survives the round trip through the store.
+        let back: SignInFlow = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back.amr(), f.amr());
+    }
+
+    #[test]
+    fn security_key_after_password_is_phishing_resistant() {
+        let f = SignInFlow::start(0, AuthStrength::Mfa)
+            .step_verified(Password, &[Webauthn, Totp], 1)
+            .unwrap()
+            .step_verified_with_amr(Webauthn, &["hwk".to_owned()], &[Webauthn, Totp], 2)
+            .unwrap();
+        assert_eq!(
+            f.state,
+            SignInState::Complete {
+                acr: AuthStrength::PhishingResistant
+            }
+        );
+        assert_eq!(f.amr(), vec!["pwd", "hwk", "mfa"]);
+    }
+
+    #[test]
+    fn old_stored_flows_without_amr_detail_still_load() {
+        let json = r#"{"state":{"state":"started"},"methods":[],"required":"mfa","started_at":0,"expires_at":600}"#;
+        let f: SignInFlow = serde_json::from_str(json).unwrap();
+        assert!(f.amr_detail.is_empty());
     }
 
     #[test]

@@ -27,6 +27,12 @@ impl AuthStrength {
     }
 
     /// The strongest built-in strength a set of completed steps satisfies.
+    ///
+    /// A WebAuthn step is phishing resistant (the signature covers our
+    /// origin) whether it follows a password (security key as second factor)
+    /// or stands alone: the sign-in flow only accepts it alone when the
+    /// authenticator verified the user (a passkey), which is itself
+    /// multi-factor, so it also meets `passwordless_mfa`.
     pub fn achieved(methods: &[VerifyMethod]) -> Option<AuthStrength> {
         let has = |m: VerifyMethod| methods.contains(&m);
         if has(VerifyMethod::Webauthn) {
@@ -58,6 +64,30 @@ impl AuthStrength {
         }
         amr
     }
+
+    /// [`AuthStrength::amr`] refined by what the steps reported about
+    /// themselves: a software WebAuthn key replaces the default `hwk` with
+    /// `swk`; `mfa` stays last.
+    pub fn amr_with_detail(methods: &[VerifyMethod], detail: &[String]) -> Vec<String> {
+        let mut amr = Self::amr(methods);
+        if detail.is_empty() {
+            return amr;
+        }
+        if detail.iter().any(|d| d == "swk") && !methods.contains(&VerifyMethod::Push) {
+            amr.retain(|a| a != "hwk");
+        }
+        let had_mfa = amr.iter().any(|a| a == "mfa");
+        amr.retain(|a| a != "mfa");
+        for d in detail {
+            if d != "mfa" && !amr.contains(d) {
+                amr.push(d.clone());
+            }
+        }
+        if had_mfa || detail.iter().any(|d| d == "mfa") {
+            amr.push("mfa".to_owned());
+        }
+        amr
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +111,34 @@ mod tests {
         let s = AuthStrength::achieved(&[TemporaryAccessPass]).unwrap();
         assert_eq!(s, AuthStrength::PasswordlessMfa);
         assert!(s < AuthStrength::PhishingResistant);
+    }
+
+    #[test]
+    fn webauthn_is_phishing_resistant_alone_or_after_a_password() {
+        assert_eq!(
+            AuthStrength::achieved(&[Password, Webauthn]),
+            Some(AuthStrength::PhishingResistant)
+        );
+        let passkey = AuthStrength::achieved(&[Webauthn]).unwrap();
+        assert_eq!(passkey, AuthStrength::PhishingResistant);
+        assert!(passkey >= AuthStrength::PasswordlessMfa);
+    }
+
+    #[test]
+    fn amr_detail_refines_webauthn() {
+        let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            AuthStrength::amr_with_detail(&[Webauthn], &d(&["swk", "user", "mfa"])),
+            vec!["swk", "user", "mfa"]
+        );
+        assert_eq!(
+            AuthStrength::amr_with_detail(&[Password, Webauthn], &d(&["hwk", "user", "mfa"])),
+            vec!["pwd", "hwk", "user", "mfa"]
+        );
+        assert_eq!(
+            AuthStrength::amr_with_detail(&[Password, Totp], &[]),
+            vec!["pwd", "otp", "mfa"]
+        );
     }
 
     #[test]

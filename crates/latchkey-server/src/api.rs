@@ -210,12 +210,16 @@ pub struct SignInResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
-    /// password, totp, recovery_code, temporary_access_pass
+    /// password, totp, recovery_code, temporary_access_pass, webauthn
     #[schema(value_type = String)]
     pub method: VerifyMethod,
     pub code: Option<String>,
     pub pass: Option<String>,
     pub password: Option<String>,
+    /// For `webauthn`: the PublicKeyCredential from navigator.credentials.get
+    /// (binary fields base64url), answering POST /signin/{flow_id}/webauthn/challenge.
+    #[schema(value_type = Option<Object>)]
+    pub assertion: Option<serde_json::Value>,
     pub context: Option<SignInContextBody>,
 }
 
@@ -328,7 +332,7 @@ pub struct Health {
     pub status: String,
 }
 
-type AppState = Arc<App>;
+pub(crate) type AppState = Arc<App>;
 
 // ---- users ---------------------------------------------------------------
 
@@ -660,6 +664,7 @@ async fn signin_verify(
         VerifyMethod::Totp | VerifyMethod::RecoveryCode => {
             Proof::Code(req.code.clone().ok_or_else(|| missing("code"))?)
         }
+        VerifyMethod::Webauthn => Proof::Assertion(req.assertion.clone().ok_or_else(|| missing("assertion"))?),
         other => {
             return Err(AppError::InvalidRequest(format!(
                 "method '{}' is not available on this server yet",
@@ -892,6 +897,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_policy::PolicyDoc::openapi());
     doc.merge(crate::oidc::http::OidcDoc::openapi());
     doc.merge(crate::radius::http::RadiusDoc::openapi());
+    doc.merge(crate::api_webauthn::WebauthnDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
@@ -920,6 +926,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/api-tokens/{id}", delete(revoke_api_token))
         .route("/api/v1/audit", get(audit_page))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .merge(crate::api_webauthn::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(

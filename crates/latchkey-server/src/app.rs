@@ -54,6 +54,10 @@ pub struct Config {
     /// Cookies and reverse proxies for the web UI (crate::web).
     pub web: crate::web::WebConfig,
     pub oidc: crate::oidc::OidcConfig,
+    /// WebAuthn relying party ID; derived from `public_url` when unset.
+    pub rp_id: Option<String>,
+    /// WebAuthn origin; derived from `public_url` when unset.
+    pub rp_origin: Option<String>,
 }
 
 impl Default for Config {
@@ -74,6 +78,8 @@ impl Default for Config {
             break_glass_test_interval_days: 90,
             web: crate::web::WebConfig::default(),
             oidc: Default::default(),
+            rp_id: None,
+            rp_origin: None,
         }
     }
 }
@@ -175,6 +181,8 @@ pub enum Proof {
     Password(String),
     Code(String),
     Pass(String),
+    /// A WebAuthn assertion (PublicKeyCredential JSON, base64url fields).
+    Assertion(serde_json::Value),
 }
 
 pub struct TotpEnrollment {
@@ -241,6 +249,11 @@ impl App {
 
     pub(crate) fn hash(&self, purpose: &str, value: &str) -> String {
         keyed_hash(self.keys.pepper(), purpose, value)
+    }
+
+    /// The stored key of a sign-in flow id.
+    pub(crate) fn hash_flow(&self, flow_id: &str) -> String {
+        self.hash("flow", flow_id)
     }
 
     // ---- users ---------------------------------------------------------
@@ -817,7 +830,11 @@ impl App {
     // ---- sign-in -------------------------------------------------------
 
     fn throttle_keys(&self, username: &str, ctx: &SignInContext) -> Vec<(String, LockPolicy)> {
-        let mut keys = vec![(user_key(username), self.config.user_lock)];
+        // A usernameless (passkey) flow has no name to count against yet.
+        let mut keys: Vec<(String, LockPolicy)> = (!username.is_empty())
+            .then(|| (user_key(username), self.config.user_lock))
+            .into_iter()
+            .collect();
         if let Some(ip) = &ctx.source_ip {
             keys.push((source_key(ip), self.config.source_lock));
         }
@@ -865,7 +882,9 @@ impl App {
                 e @ (AppError::InvalidCredentials
                 | AppError::InvalidCode
                 | AppError::CodeReplayed
-                | AppError::InvalidPass),
+                | AppError::InvalidPass
+                | AppError::WebauthnRejected(_)
+                | AppError::WebauthnCounterRegression),
             ) => self.log_failure(username, user_id, ctx, failure_reason(e)).await,
             _ => self.refund_attempt(username, ctx).await,
         }
@@ -1064,7 +1083,7 @@ impl App {
             device_id: ctx.device_id.clone(),
         };
         self.begin_attempt(&rec.username, &ctx).await?;
-        let user = match &rec.user_id {
+        let mut user = match &rec.user_id {
             Some(id) => self
                 .store
                 .user_by_id(id)
@@ -1073,6 +1092,7 @@ impl App {
             None => None,
         };
         let mut tap_used: Option<latchkey_store::TapRecord> = None;
+        let mut step_amr: Vec<String> = vec![];
         // An async block, so a `?` inside still settles the counted attempt.
         let checked: AppResult<()> = async {
             match (method, &proof) {
@@ -1107,6 +1127,13 @@ impl App {
                         None => Err(AppError::InvalidPass),
                     }
                 }
+                (VerifyMethod::Webauthn, Proof::Assertion(a)) => {
+                    let o = self.check_webauthn_assertion(flow_id, &rec, &flow, a, now).await?;
+                    step_amr = o.amr;
+                    // A usernameless flow learns its user from the passkey.
+                    user = Some(o.user);
+                    Ok(())
+                }
                 _ => Err(AppError::InvalidRequest(format!(
                     "method '{}' needs its matching field",
                     method.as_str()
@@ -1121,7 +1148,8 @@ impl App {
         // Re-evaluated at every step, so a policy change applies to flows in progress.
         let decision = self.enforce_access(&user, &ctx).await?;
         let factors = self.second_factors(&user).await?;
-        let next = crate::policy::apply_decision(flow.clone(), &decision).step_verified(method, &factors, now)?;
+        let next = crate::policy::apply_decision(flow.clone(), &decision)
+            .step_verified_with_amr(method, &step_amr, &factors, now)?;
         self.check_step_up(&user, &next, &factors, &decision, &ctx).await?;
         let next_json = serde_json::to_string(&next).expect("flow serialises");
         if !self.store.update_flow(&flow_hash, &rec.flow_json, &next_json).await? {
@@ -1147,7 +1175,7 @@ impl App {
                 self.record_break_glass_use(&user, &ctx).await?;
             }
             self.store.delete_flow(&flow_hash).await?;
-            self.store.clear_throttle(&user_key(&rec.username)).await?;
+            self.store.clear_throttle(&user_key(&user.username)).await?;
             outcome.acr = Some(acr);
             outcome.session_token = Some(token);
             outcome.session_expires_at = Some(expires_at);
@@ -1423,11 +1451,13 @@ fn failure_reason(e: &AppError) -> &'static str {
         AppError::InvalidCredentials => "invalid_credentials",
         AppError::CodeReplayed => "code_replayed",
         AppError::InvalidPass => "invalid_pass",
+        AppError::WebauthnRejected(_) => "webauthn_rejected",
+        AppError::WebauthnCounterRegression => "webauthn_counter_regression",
         _ => "invalid_code",
     }
 }
 
-fn clean_label(label: Option<String>, default: &str) -> AppResult<String> {
+pub(crate) fn clean_label(label: Option<String>, default: &str) -> AppResult<String> {
     let l = label
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())

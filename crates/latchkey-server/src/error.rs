@@ -54,6 +54,13 @@ pub enum AppError {
     AuthenticationStrengthRequired(String),
     #[error("{0}")]
     PolicyLockout(String),
+    /// A WebAuthn response that does not verify (wrong origin or RP ID, bad
+    /// signature, unknown credential, stale challenge).
+    #[error("the security key or passkey response was rejected: {0}")]
+    WebauthnRejected(String),
+    /// The signature counter went backwards: possibly a cloned authenticator.
+    #[error("this authenticator's signature counter went backwards; it may have been cloned. Use another method and tell the helpdesk")]
+    WebauthnCounterRegression,
     #[error("internal error")]
     Internal(String),
 }
@@ -122,6 +129,16 @@ impl AppError {
                 "policy-lockout",
                 StatusCode::CONFLICT,
                 "The change would lock users out",
+            ),
+            WebauthnRejected(_) => (
+                "webauthn-rejected",
+                StatusCode::UNAUTHORIZED,
+                "Authenticator response rejected",
+            ),
+            WebauthnCounterRegression => (
+                "webauthn-counter-regression",
+                StatusCode::UNAUTHORIZED,
+                "Possible cloned authenticator",
             ),
             Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod api_policy;
 pub mod api_recovery;
+pub mod api_webauthn;
 pub mod app;
 pub mod clock;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod radius;
 pub mod recovery;
 pub mod tls;
 pub mod web;
+pub mod webauthn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,7 @@ mod radius;
 mod recovery;
 mod signins;
 mod users;
+mod webauthn;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -36,6 +37,7 @@ pub use policy::{
 pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
 pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
+pub use webauthn::{CeremonyRecord, NewWebauthnCredential, WebauthnCredentialRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
