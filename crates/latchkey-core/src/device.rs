@@ -11,23 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::CoreError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ownership {
-    Byod,
-    Corporate,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Platform {
-    Ios,
-    Android,
-    Windows,
-    Macos,
-    Linux,
-    Other,
-}
+// One vocabulary for devices and the conditional-access conditions about them.
+pub use crate::policy::{Ownership, Platform};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

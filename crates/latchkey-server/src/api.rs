@@ -435,8 +435,7 @@ async fn list_methods(
 ) -> AppResult<Json<Vec<MethodView>>> {
     let (user, methods) = app.methods(&p, &username).await?;
     let mut out: Vec<MethodView> = Vec::new();
-    if let Some(phc) = &user.password_hash {
-        let _ = phc;
+    if user.password_hash.is_some() {
         out.push(MethodView {
             id: "password".into(),
             kind: "password".into(),
@@ -448,6 +447,26 @@ async fn list_methods(
         });
     }
     out.extend(methods.iter().map(MethodView::from));
+    // Passes that can still be used (or will be, after a delayed start)
+    // are methods too: the helpdesk must see a pass it forgot about.
+    let now = app.now();
+    for t in app.store.taps_for_user(&user.id).await? {
+        let state = latchkey_core::tap::tap_state(t.starts_at, t.expires_at, t.single_use, t.used_at, now);
+        if matches!(
+            state,
+            latchkey_core::tap::TapState::Usable | latchkey_core::tap::TapState::NotYetValid
+        ) {
+            out.push(MethodView {
+                id: t.id,
+                kind: "temporary_access_pass".into(),
+                label: format!("Temporary Access Pass (expires {})", rfc3339(t.expires_at)),
+                state: "active".into(),
+                registered_at: rfc3339(t.starts_at),
+                last_used_at: t.used_at.map(rfc3339),
+                device_id: None,
+            });
+        }
+    }
     Ok(Json(out))
 }
 

@@ -231,9 +231,8 @@ impl App {
             application: ctx.application.clone(),
             action: None,
             ip: parse_ip(ctx.source_ip.as_deref()),
-            // The device inventory (migration 0002) is not on this branch: a
-            // device id is known by id only, so it is neither managed nor
-            // compliant until the inventory says so.
+            // Unknown to the inventory (or not this user's): neither managed
+            // nor compliant. `access_decision` fills in what the inventory says.
             device: ctx.device_id.as_ref().map(|id| DevicePosture {
                 id: id.clone(),
                 platform: None,
@@ -245,16 +244,37 @@ impl App {
         }
     }
 
+    /// The posture of a device from the inventory, if it is this user's and
+    /// still active: nobody borrows someone else's compliant device.
+    pub(crate) async fn device_posture(&self, user: &UserRecord, device_id: &str) -> AppResult<Option<DevicePosture>> {
+        let Some(d) = self.store.device(device_id).await? else {
+            return Ok(None);
+        };
+        if d.user_id != user.id || d.state != "active" {
+            return Ok(None);
+        }
+        fn parse<T: serde::de::DeserializeOwned>(v: &str) -> Option<T> {
+            serde_json::from_value(serde_json::Value::String(v.to_owned())).ok()
+        }
+        Ok(Some(DevicePosture {
+            id: d.id.clone(),
+            platform: parse(&d.platform),
+            ownership: parse(&d.ownership),
+            managed: d.managed,
+            compliant: d.compliant,
+        }))
+    }
+
     pub async fn access_decision(&self, user: &UserRecord, ctx: &SignInContext) -> AppResult<Decision> {
         let c = self.policies_now().await?;
         let p = profile(user, c.break_glass.contains(&user.id));
-        Ok(evaluate(
-            &c.effective,
-            &c.exceptions,
-            &p.facts(),
-            &self.access_context(ctx),
-            self.now(),
-        ))
+        let mut actx = self.access_context(ctx);
+        if let Some(id) = &ctx.device_id {
+            if let Some(posture) = self.device_posture(user, id).await? {
+                actx.device = Some(posture);
+            }
+        }
+        Ok(evaluate(&c.effective, &c.exceptions, &p.facts(), &actx, self.now()))
     }
 
     async fn log_policy_failure(
@@ -590,7 +610,11 @@ impl App {
             ),
             None => None,
         };
-        let device = q.device.clone().or_else(|| {
+        let inventory = match &q.device_id {
+            Some(id) => self.device_posture(&user, id).await?,
+            None => None,
+        };
+        let device = q.device.clone().or(inventory).or_else(|| {
             q.device_id.as_ref().map(|id| DevicePosture {
                 id: id.clone(),
                 platform: None,

@@ -296,3 +296,85 @@ async fn a_lost_device_takes_its_methods_and_sessions_with_it() {
     let lost = events.iter().find(|e| e["action"] == "device.lost").unwrap();
     assert_eq!(lost["details"]["revoked_methods"], json!([totp]));
 }
+
+#[tokio::test]
+async fn conditional_access_reads_device_compliance_from_the_inventory() {
+    let h = Harness::sqlite().await;
+    let secret = h.user_with_totp("finn", &[]).await;
+    h.user_with_totp("gina", &[]).await;
+    let device = |owner: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .post(
+                    &format!("/api/v1/users/{owner}/devices"),
+                    Some(&h.admin),
+                    json!({ "name": "laptop", "platform": "windows", "ownership": "corporate" }),
+                )
+                .await;
+            r.expect(StatusCode::CREATED);
+            r.json["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let finns = device("finn").await;
+    let ginas = device("gina").await;
+    let (_, mdm) = h
+        .app
+        .create_scoped_api_token(&Principal::Operator, "mdm", &["mdm"])
+        .await
+        .unwrap();
+    for d in [&finns, &ginas] {
+        h.put(
+            &format!("/api/v1/devices/{d}/compliance"),
+            Some(&mdm),
+            json!({ "managed": true, "compliant": true }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    }
+    let policy = json!({
+        "id": "compliant-only", "name": "compliant-only", "state": "enabled",
+        "assignments": { "users": { "include": ["finn"] }, "applications": { "include": ["*"] } },
+        "grant": ["require_compliant_device"]
+    });
+    h.post(
+        "/api/v1/policies",
+        Some(&h.admin),
+        json!({ "policy": policy, "force": true }),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let attempt = |device_id: Option<String>| {
+        let h = &h;
+        async move {
+            let mut body = json!({ "username": "finn", "password": common::PASSWORD });
+            if let Some(d) = device_id {
+                body["context"] = json!({ "device_id": d });
+            }
+            h.post("/api/v1/signin", None, body).await
+        }
+    };
+    // No device, or someone else's compliant device: blocked.
+    attempt(None)
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "access-blocked");
+    attempt(Some(ginas.clone()))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "access-blocked");
+    // Finn's own device, reported compliant by the MDM: the sign-in goes on.
+    let r = attempt(Some(finns.clone())).await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.json["state"], "second_factor_required");
+    let _ = secret;
+    // The MDM withdraws compliance: blocked again.
+    h.put(
+        &format!("/api/v1/devices/{finns}/compliance"),
+        Some(&mdm),
+        json!({ "managed": true, "compliant": false }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    attempt(Some(finns))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "access-blocked");
+}

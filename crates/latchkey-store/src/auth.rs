@@ -342,6 +342,28 @@ impl Store {
 
     // ---- Temporary Access Passes ---------------------------------------
 
+    /// A user's passes that are not revoked, newest first.
+    pub async fn taps_for_user(&self, user_id: &str) -> Result<Vec<TapRecord>> {
+        sqlx::query(
+            "SELECT * FROM temporary_access_passes WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TapRecord {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                single_use: r.try_get::<i64, _>("single_use")? != 0,
+                starts_at: r.try_get("starts_at")?,
+                expires_at: r.try_get("expires_at")?,
+                used_at: r.try_get("used_at")?,
+            })
+        })
+        .collect()
+    }
+
     pub async fn tap_by_hash(&self, user_id: &str, pass_hash: &str) -> Result<Option<TapRecord>> {
         let row = sqlx::query(
             "SELECT * FROM temporary_access_passes WHERE user_id = $1 AND pass_hash = $2 AND revoked_at IS NULL",

@@ -14,6 +14,7 @@ pub mod csrf;
 mod history;
 mod layout;
 mod pages_admin;
+mod pages_cases;
 mod pages_helpdesk;
 mod pages_security;
 mod pages_signin;
@@ -81,6 +82,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(pages_signin::routes())
         .merge(pages_security::routes())
         .merge(pages_helpdesk::routes())
+        .merge(pages_cases::routes())
         .merge(pages_admin::routes())
         .route("/signout", post(pages_signin::signout))
         .layer(axum::middleware::from_fn_with_state(app, csrf::guard))

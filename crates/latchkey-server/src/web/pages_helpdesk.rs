@@ -1,6 +1,6 @@
 //! The helpdesk console: find a user, see their methods and recent sign-ins,
-//! clear a lock-out, and start a recovery runbook (the runbooks themselves
-//! live at `/helpdesk/users/{u}/cases`).
+//! clear a lock-out, mark a device lost, and open a recovery case (the cases
+//! themselves are in `pages_cases.rs`).
 
 use std::sync::Arc;
 
@@ -106,10 +106,18 @@ async fn user_view(
         Ok(h) => h,
         Err(e) => return ctx.error_page(e),
     };
+    let devices = match app.devices(&p, &username).await {
+        Ok(d) => d,
+        Err(e) => return ctx.error_page(e),
+    };
     let has_second = methods
         .iter()
         .any(|m| m.state == MethodState::Active && m.kind.second_factor().is_some());
-    let ok = (dq.done.as_deref() == Some("unlocked")).then_some("The sign-in lock-out was cleared.");
+    let ok = match dq.done.as_deref() {
+        Some("unlocked") => Some("The sign-in lock-out was cleared."),
+        Some("lost") => Some("The device was marked lost: its methods were removed and its sessions ended."),
+        _ => None,
+    };
     let u = &user.username;
     let body = html! {
         p.crumbs { a href="/helpdesk" { "Helpdesk" } " › " (u) }
@@ -147,11 +155,32 @@ async fn user_view(
         }
         section aria-labelledby="d-h" {
             h2 #d-h { "Devices" }
-            p.placeholder { "Device inventory is not available in this version yet." }
+            @if devices.is_empty() {
+                p.muted { "No devices on record." }
+            } @else {
+                div.table-wrap { table {
+                    caption.visually-hidden { "Devices" }
+                    thead { tr { th scope="col" { "Device" } th scope="col" { "Platform" } th scope="col" { "Managed" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                    tbody { @for d in &devices { tr {
+                        td { (d.name) }
+                        td { (d.platform) }
+                        td { @if d.managed { @if d.compliant { (tag("Compliant", "ok")) } @else { (tag("Not compliant", "bad")) } } @else { span.muted { "No" } } }
+                        td { @match d.state.as_str() { "active" => (tag("Active", "ok")), "lost" => (tag("Lost", "bad")), other => (tag(other, "warn")) } }
+                        td.actions { @if d.state == "active" {
+                            form.inline method="post" action={ "/helpdesk/users/" (u) "/devices/" (d.id) "/lost" } {
+                                (csrf_field(&ctx))
+                                button.danger.small type="submit" aria-label={ "Mark lost: " (d.name) } { "Mark lost" }
+                            }
+                        } }
+                    } } }
+                } }
+                p.muted { "Marking a device lost removes the methods bound to it and ends its sessions." }
+            }
         }
         section aria-labelledby="r-h" {
             h2 #r-h { "Recovery runbooks" }
-            p.placeholder { strong { "Coming soon: " } "guided cases (verify identity → issue a Temporary Access Pass → confirm the new registration → remove old methods). Until then, follow your written runbook." }
+            p { "Guided cases: verify identity → issue a Temporary Access Pass → confirm the new registration → remove old methods → confirm a normal sign-in. "
+                a href={ "/helpdesk/users/" (u) "/cases" } { "See this user's cases" } "." }
             ul.choices {
                 li { a href={ "/helpdesk/users/" (u) "/cases?runbook=lost_phone" } { "Lost or broken phone" } }
                 li { a href={ "/helpdesk/users/" (u) "/cases?runbook=planned_phone_change" } { "Planned phone change" } }

@@ -383,8 +383,12 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                     .jar
                     .remove(removal(FLOW_COOKIE))
                     .add(cookie(SESSION_COOKIE, token, ctx.secure));
+                let to_app = t.next.starts_with("/oauth2/");
                 match t.acr {
-                    Some(want) if acr < want => weaker_than_asked(ctx, &t, want, acr),
+                    // An application asked for more: it gets the answer (the
+                    // OIDC error) rather than a page meant for people.
+                    Some(want) if acr < want && !to_app => weaker_than_asked(ctx, &t, want, acr),
+                    _ if to_app => continue_to_app(ctx, &t.next),
                     _ => (ctx.jar, Redirect::to(&t.next)).into_response(),
                 }
             }
@@ -437,6 +441,23 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
             }
         }
     }
+}
+
+/// Go on to the authorize endpoint, which redirects to the application. Not
+/// a redirect from this form post: `form-action 'self'` would make the
+/// browser refuse the cross-site hop at the end of the chain. A refresh is a
+/// plain navigation (and needs no inline script).
+fn continue_to_app(ctx: Ctx, next: &str) -> Response {
+    let body = html! {
+        meta http-equiv="refresh" content={ "0;url=" (next) };
+        h1 { "Signed in" }
+        p { "Returning to the application… " a href=(next) { "Continue" } }
+    };
+    let mut resp = ctx.page(StatusCode::OK, "Signed in", Section::SignIn, body);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("0;url={next}")) {
+        resp.headers_mut().insert(axum::http::header::REFRESH, v);
+    }
+    resp
 }
 
 fn weaker_than_asked(ctx: Ctx, t: &Target, want: AuthStrength, got: AuthStrength) -> Response {
