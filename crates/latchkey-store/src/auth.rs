@@ -59,6 +59,17 @@ pub struct SignInLogEntry {
     pub acr: Option<String>,
 }
 
+fn tap_from_row(r: &sqlx::any::AnyRow) -> Result<TapRecord> {
+    Ok(TapRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        single_use: r.try_get::<i64, _>("single_use")? != 0,
+        starts_at: r.try_get("starts_at")?,
+        expires_at: r.try_get("expires_at")?,
+        used_at: r.try_get("used_at")?,
+    })
+}
+
 /// Result of recording a failure against a throttle key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleOutcome {
@@ -351,16 +362,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| {
-            Ok(TapRecord {
-                id: r.try_get("id")?,
-                user_id: r.try_get("user_id")?,
-                single_use: r.try_get::<i64, _>("single_use")? != 0,
-                starts_at: r.try_get("starts_at")?,
-                expires_at: r.try_get("expires_at")?,
-                used_at: r.try_get("used_at")?,
-            })
-        })
+        .map(tap_from_row)
         .collect()
     }
 
@@ -372,17 +374,7 @@ impl Store {
         .bind(pass_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(TapRecord {
-                id: r.try_get("id")?,
-                user_id: r.try_get("user_id")?,
-                single_use: r.try_get::<i64, _>("single_use")? != 0,
-                starts_at: r.try_get("starts_at")?,
-                expires_at: r.try_get("expires_at")?,
-                used_at: r.try_get("used_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(tap_from_row).transpose()
     }
 
     // ---- sign-in log ---------------------------------------------------

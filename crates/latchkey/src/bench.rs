@@ -69,9 +69,13 @@ pub struct BenchArgs {
     /// Operations in flight at once (tasks for totp, HTTP clients for signin).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Measured seconds per scenario (argon2 spends half of it on each phase).
+    /// Measured seconds per scenario (argon2 spends half of it on each of its phases).
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
+    /// After the unpaced TOTP run, a second one paced at this many checks per
+    /// second (0: skip), for the latency at a given load rather than at saturation.
+    #[arg(long, default_value_t = 3000.0)]
+    pub totp_rate: f64,
     /// Unmeasured warm-up seconds before each measured run.
     #[arg(long, default_value_t = 1)]
     pub warmup_secs: u64,
@@ -107,6 +111,7 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
             "concurrency": args.concurrency,
             "duration_secs": args.duration_secs,
             "warmup_secs": args.warmup_secs,
+            "totp_rate": args.totp_rate,
             "argon2": PasswordParams::default(),
             "totp": TotpParams::default(),
             "totp_window": Config::default().totp_window,
@@ -119,7 +124,8 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
             "argon2: hashing and verifying for {:.1} s per phase ({cores} threads for the parallel phase)",
             phase.as_secs_f64()
         );
-        Some(tokio::task::spawn_blocking(move || argon2_bench(phase, cores)).await??)
+        let c = args.concurrency;
+        Some(tokio::task::spawn_blocking(move || argon2_bench(phase, cores, c)).await??)
     } else {
         None
     };
@@ -160,29 +166,39 @@ async fn run_server_scenarios(
     let total_secs = (args.duration_secs + args.warmup_secs) as f64;
     if want(Scenario::Totp) {
         // Each fresh user offers three codes in the first window; size for
-        // 10,000/s so that even a fast machine does not run dry.
-        let n = args
-            .users
-            .unwrap_or_else(|| ((10_000.0 * total_secs / 3.0).ceil() as usize).max(args.concurrency * 4));
+        // 15,000/s unpaced plus the paced run, so a fast machine does not run dry.
+        let paced = (args.totp_rate > 0.0).then_some(args.totp_rate);
+        let n = args.users.unwrap_or_else(|| {
+            (((15_000.0 + paced.unwrap_or(0.0) * 1.2) * total_secs / 3.0).ceil() as usize).max(args.concurrency * 4)
+        });
         eprintln!("totp: seeding {n} users with an active TOTP method ({})", env.backend);
         let t = Instant::now();
-        let users = seed_totp_users(&env.app, &env.prefix, n).await?;
+        let users = Arc::new(seed_totp_users(&env.app, &env.prefix, n).await?);
         let seed_secs = t.elapsed().as_secs_f64();
+        let pool = Arc::new(CodePool::new(&users));
         eprintln!(
-            "totp: seeded in {seed_secs:.1} s; measuring App::check_totp with {} tasks for {} s",
+            "totp: seeded in {seed_secs:.1} s; measuring App::check_totp with {} tasks for {} s, unpaced",
             args.concurrency, args.duration_secs
         );
-        let r = totp_bench(env, users, args).await?;
+        let r = totp_bench(env, users.clone(), pool.clone(), None, args).await?;
         let mut v = r.to_json();
         v["users"] = json!(n);
         v["seed_secs"] = json!(round(seed_secs, 2));
         out["totp"] = v;
+        if let Some(rate) = paced {
+            eprintln!("totp: again, paced at {rate} checks/s");
+            let r = totp_bench(env, users, pool, Some(rate), args).await?;
+            let mut v = r.to_json();
+            v["users"] = json!(n);
+            v["seed_secs"] = json!(round(seed_secs, 2));
+            out["totp_paced"] = v;
+        }
     }
     if want(Scenario::TotpParts) {
-        // Four of the parts write: four times the users of the totp scenario.
+        // Four of the parts write, each at up to ~15,000/s.
         let n = args
             .users
-            .unwrap_or_else(|| ((40_000.0 * total_secs / 3.0).ceil() as usize).max(args.concurrency * 4));
+            .unwrap_or_else(|| ((50_000.0 * total_secs / 3.0).ceil() as usize).max(args.concurrency * 4));
         eprintln!(
             "totp-parts: seeding {n} users with an active TOTP method ({})",
             env.backend
@@ -215,7 +231,7 @@ async fn run_server_scenarios(
             Some(a) => a.clone(),
             None => {
                 eprintln!("signin: calibrating the Argon2 bound (2 s per phase)");
-                tokio::task::spawn_blocking(move || argon2_bench(Duration::from_secs(2), cores)).await??
+                tokio::task::spawn_blocking(move || argon2_bench(Duration::from_secs(2), cores, 0)).await??
             }
         };
         if argon2.is_none() {
@@ -532,6 +548,20 @@ impl CodePool {
         s
     }
 
+    /// Claim a step as [`CodePool::claim_step`] does and return its code. When
+    /// the next step happens to have the same code (about one time in
+    /// 500,000), the server will match the newer step, so skip past it too.
+    fn claim_code(&self, i: usize, secret: &[u8], now: u64, back: u64) -> String {
+        let digits = TotpParams::default().digits;
+        let step = self.claim_step(i, now, back);
+        let code = otp::hotp(secret, step, OtpAlgorithm::Sha1, digits);
+        if otp::hotp(secret, step + 1, OtpAlgorithm::Sha1, digits) == code {
+            let mut g = self.inner.lock().expect("pool lock");
+            g.next_step[i] = g.next_step[i].max(step + 2);
+        }
+        code
+    }
+
     fn checkin(&self, i: usize) {
         self.inner.lock().expect("pool lock").ready.push_back(i);
     }
@@ -545,6 +575,7 @@ impl CodePool {
 
 struct LoadResult {
     concurrency: usize,
+    target_rate: Option<f64>,
     latencies: Vec<Duration>,
     measured: Duration,
     errors: u64,
@@ -568,6 +599,7 @@ impl LoadResult {
         };
         json!({
             "concurrency": self.concurrency,
+            "target_rate_per_sec": self.target_rate,
             "ops": sorted.len(),
             "seconds": round(self.measured.as_secs_f64(), 3),
             "ops_per_sec": round(self.rate(), 1),
@@ -597,30 +629,52 @@ fn round(x: f64, places: i32) -> f64 {
     (x * f).round() / f
 }
 
-/// Run `op` in `concurrency` tasks, back to back, for warm-up + duration.
-/// Counts the operations that complete inside the measured window. `op`
-/// returns its own latency, or `None` when it found no fresh code to use.
-async fn drive<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, op: F) -> LoadResult
+/// Run `op` in `concurrency` tasks for warm-up + duration. Counts the
+/// operations that complete inside the measured window. `op` returns its own
+/// latency, or `None` when it found no fresh code to use.
+///
+/// Without `rate`, each task runs `op` back to back (closed loop: the
+/// maximum throughput, and the latency at saturation). With `rate`, the
+/// tasks together start `rate` operations per second on a fixed schedule
+/// (open loop); an operation that starts late because its task was still
+/// busy is charged the delay, so a server that falls behind shows it in the
+/// latency instead of hiding it (no coordinated omission).
+async fn drive<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, rate: Option<f64>, op: F) -> LoadResult
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<Duration>>> + Send + 'static,
 {
     let op = Arc::new(op);
-    let measure_from = Instant::now() + warmup;
+    let start = Instant::now();
+    let measure_from = start + warmup;
     let deadline = measure_from + duration;
+    let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for w in 0..concurrency {
         let op = op.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 14);
             let mut errors = 0u64;
             let mut first_error = None;
+            // Stagger the tasks evenly over one interval.
+            let mut scheduled = interval.map(|iv| start + iv * w as u32 / concurrency as u32);
             while Instant::now() < deadline {
+                let mut late = Duration::ZERO;
+                if let (Some(at), Some(iv)) = (scheduled.as_mut(), interval) {
+                    let now = Instant::now();
+                    if now < *at {
+                        // Timer wake-up jitter is the client's, not the server's: not charged.
+                        tokio::time::sleep_until((*at).into()).await;
+                    } else {
+                        late = now - *at;
+                    }
+                    *at += iv;
+                }
                 let r = op().await;
                 let done = Instant::now();
                 let counted = done >= measure_from && done <= deadline;
                 match r {
-                    Ok(Some(d)) if counted => lat.push(d),
+                    Ok(Some(d)) if counted => lat.push(late + d),
                     Ok(Some(_)) => {}
                     Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
                     Err(e) => {
@@ -636,6 +690,7 @@ where
     }
     let mut out = LoadResult {
         concurrency,
+        target_rate: rate,
         latencies: vec![],
         measured: duration,
         errors: 0,
@@ -662,15 +717,21 @@ where
 
 // ---- scenarios -----------------------------------------------------------------
 
-async fn totp_bench(env: &Env, users: Vec<BenchUser>, args: &BenchArgs) -> Result<LoadResult> {
-    let pool = Arc::new(CodePool::new(&users));
-    let users = Arc::new(users);
+async fn totp_bench(
+    env: &Env,
+    users: Arc<Vec<BenchUser>>,
+    pool: Arc<CodePool>,
+    rate: Option<f64>,
+    args: &BenchArgs,
+) -> Result<LoadResult> {
+    let starved_before = pool.starved();
     let app = env.app.clone();
     let p = pool.clone();
     let mut r = drive(
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
+        rate,
         move || {
             let (app, pool, users) = (app.clone(), p.clone(), users.clone());
             async move {
@@ -678,9 +739,8 @@ async fn totp_bench(env: &Env, users: Vec<BenchUser>, args: &BenchArgs) -> Resul
                 let Some(i) = pool.checkout(now as u64) else {
                     return Ok(None);
                 };
-                let step = pool.claim_step(i, now as u64, 1);
                 let u = &users[i];
-                let code = otp::hotp(&u.secret, step, OtpAlgorithm::Sha1, TotpParams::default().digits);
+                let code = pool.claim_code(i, &u.secret, now as u64, 1);
                 let t0 = Instant::now();
                 let r = app.check_totp(Some(&u.user), &code, now).await;
                 let dt = t0.elapsed();
@@ -691,7 +751,7 @@ async fn totp_bench(env: &Env, users: Vec<BenchUser>, args: &BenchArgs) -> Resul
         },
     )
     .await;
-    r.starved = pool.starved();
+    r.starved = pool.starved() - starved_before;
     Ok(r)
 }
 
@@ -741,6 +801,7 @@ async fn totp_part_bench(
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
+        None,
         move || {
             let (app, pool, users, write_lock) = (app.clone(), p.clone(), users.clone(), write_lock.clone());
             async move {
@@ -775,8 +836,7 @@ async fn totp_part_bench(
                             );
                         }
                         Part::Full => {
-                            let step = pool.claim_step(i, now as u64, 1);
-                            let code = otp::hotp(&u.secret, step, OtpAlgorithm::Sha1, TotpParams::default().digits);
+                            let code = pool.claim_code(i, &u.secret, now as u64, 1);
                             app.check_totp(Some(&u.user), &code, now).await?;
                         }
                         Part::AdvanceSerialized => {
@@ -788,8 +848,7 @@ async fn totp_part_bench(
                             );
                         }
                         Part::FullSerialized => {
-                            let step = pool.claim_step(i, now as u64, 1);
-                            let code = otp::hotp(&u.secret, step, OtpAlgorithm::Sha1, TotpParams::default().digits);
+                            let code = pool.claim_code(i, &u.secret, now as u64, 1);
                             let mut ok = false;
                             for m in app.store.methods_for_user(&u.user.id).await? {
                                 if m.kind != MethodKind::Totp || m.state != MethodState::Active {
@@ -838,6 +897,7 @@ async fn signin_bench(env: &Env, users: Vec<BenchUser>, args: &BenchArgs) -> Res
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
+        None,
         move || {
             let (client, pool, users, base) = (client.clone(), p.clone(), users.clone(), base.clone());
             async move {
@@ -876,8 +936,7 @@ async fn signin_once(
     // Never an older step than current: the server's clock may tick between
     // our computing the code and its checking it, and current-1 would then
     // fall out of the window.
-    let step = pool.claim_step(i, unix_secs(), 0);
-    let code = otp::hotp(&u.secret, step, OtpAlgorithm::Sha1, TotpParams::default().digits);
+    let code = pool.claim_code(i, &u.secret, unix_secs(), 0);
     let v = post_json(
         client,
         &format!("{base}/api/v1/signin/{flow}/verify"),
@@ -911,6 +970,9 @@ struct Argon2Result {
     parallel_ops: usize,
     parallel_secs: f64,
     parallel_verify: Vec<Duration>,
+    /// As many verifying threads as sign-ins in flight (more than cores):
+    /// what the server does today, one blocking task per password check.
+    oversubscribed: Option<(usize, usize, f64, Vec<Duration>)>,
 }
 
 impl Argon2Result {
@@ -953,14 +1015,47 @@ impl Argon2Result {
                 "ops_per_sec": round(self.bound_measured(), 1),
                 "latency": stats(&self.parallel_verify),
             },
+            "verify_oversubscribed": self.oversubscribed.as_ref().map(|(threads, ops, secs, lat)| json!({
+                "threads": threads,
+                "ops": ops,
+                "seconds": round(*secs, 3),
+                "ops_per_sec": round(*ops as f64 / secs, 1),
+                "latency": stats(lat),
+            })),
             "bound_per_sec": round(self.bound_theoretical(), 1),
         })
     }
 }
 
+/// Verify on `threads` threads for `phase`: (ops, seconds, latencies).
+fn verify_on_threads(phc: &str, threads: usize, phase: Duration) -> (usize, f64, Vec<Duration>) {
+    let start = Instant::now();
+    let end = start + phase;
+    let per_thread: Vec<Vec<Duration>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut v = Vec::new();
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        assert!(verify_password(phc, PASSWORD));
+                        v.push(t.elapsed());
+                    }
+                    v
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("argon2 thread")).collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let lat: Vec<Duration> = per_thread.into_iter().flatten().collect();
+    (lat.len(), secs, lat)
+}
+
 /// Hash, then verify, on one thread for `phase` each; then verify on
-/// `threads` threads for `phase`. Blocking: call from `spawn_blocking`.
-fn argon2_bench(phase: Duration, threads: usize) -> Result<Argon2Result> {
+/// `threads` threads for `phase`; then, if `oversubscribed` > `threads`,
+/// on that many. Blocking: call from `spawn_blocking`.
+fn argon2_bench(phase: Duration, threads: usize, oversubscribed: usize) -> Result<Argon2Result> {
     let params = PasswordParams::default();
     let timed = |f: &dyn Fn() -> Result<()>| -> Result<Vec<Duration>> {
         let mut v = Vec::new();
@@ -984,35 +1079,20 @@ fn argon2_bench(phase: Duration, threads: usize) -> Result<Argon2Result> {
         }
         Ok(())
     })?;
-    let start = Instant::now();
-    let end = start + phase;
-    let per_thread: Vec<Vec<Duration>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let phc = &phc;
-                s.spawn(move || {
-                    let mut v = Vec::new();
-                    while Instant::now() < end {
-                        let t = Instant::now();
-                        assert!(verify_password(phc, PASSWORD));
-                        v.push(t.elapsed());
-                    }
-                    v
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("argon2 thread")).collect()
+    let (parallel_ops, parallel_secs, parallel_verify) = verify_on_threads(&phc, threads, phase);
+    let oversubscribed = (oversubscribed > threads).then(|| {
+        let (ops, secs, lat) = verify_on_threads(&phc, oversubscribed, phase);
+        (oversubscribed, ops, secs, lat)
     });
-    let parallel_secs = start.elapsed().as_secs_f64();
-    let parallel_verify: Vec<Duration> = per_thread.into_iter().flatten().collect();
     Ok(Argon2Result {
         params,
         threads,
         hash,
         verify,
-        parallel_ops: parallel_verify.len(),
+        parallel_ops,
         parallel_secs,
         parallel_verify,
+        oversubscribed,
     })
 }
 
@@ -1088,11 +1168,24 @@ fn print_table(v: &Value) {
             f(&par["latency"]["p99_ms"]),
             f(&par["latency"]["max_ms"])
         );
+        let over = &a["verify_oversubscribed"];
+        if over.is_object() {
+            println!(
+                "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
+                format!("  verify, {} threads", over["threads"]),
+                over["ops"],
+                f(&over["ops_per_sec"]),
+                f(&over["latency"]["p50_ms"]),
+                f(&over["latency"]["p99_ms"]),
+                f(&over["latency"]["max_ms"])
+            );
+        }
         println!("  bound (cores / verify p50): {} sign-ins/s", f(&a["bound_per_sec"]));
     }
     let parts = &v["totp_parts"];
     for (key, title, s) in [
         ("totp", "TOTP check_totp (durable)", &v["totp"]),
+        ("totp", "TOTP check_totp, paced", &v["totp_paced"]),
         ("signin", "sign-in, HTTP, password+TOTP", &v["signin"]),
         ("part", "parts: methods_for_user", &parts["lookup"]),
         ("part", "parts: lookup+decrypt+verify", &parts["lookup_decrypt_verify"]),
@@ -1108,9 +1201,13 @@ fn print_table(v: &Value) {
         if !s.is_object() {
             continue;
         }
+        let rate = s["target_rate_per_sec"]
+            .as_f64()
+            .map(|r| format!(" @{r}/s"))
+            .unwrap_or_default();
         println!(
             "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            format!("{title}, c={}", s["concurrency"]),
+            format!("{title}, c={}{rate}", s["concurrency"]),
             s["ops"],
             f(&s["ops_per_sec"]),
             f(&s["p50_ms"]),
