@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// second (0: skip), for the latency at a given load rather than at saturation.
     #[arg(long, default_value_t = 3000.0)]
     pub totp_rate: f64,
+    /// Pace the totp-parts runs at this many operations per second (default: unpaced).
+    #[arg(long)]
+    pub parts_rate: Option<f64>,
     /// Unmeasured warm-up seconds before each measured run.
     #[arg(long, default_value_t = 1)]
     pub warmup_secs: u64,
@@ -112,6 +115,7 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
             "duration_secs": args.duration_secs,
             "warmup_secs": args.warmup_secs,
             "totp_rate": args.totp_rate,
+            "parts_rate": args.parts_rate,
             "argon2": PasswordParams::default(),
             "totp": TotpParams::default(),
             "totp_window": Config::default().totp_window,
@@ -548,16 +552,21 @@ impl CodePool {
         s
     }
 
-    /// Claim a step as [`CodePool::claim_step`] does and return its code. When
-    /// the next step happens to have the same code (about one time in
-    /// 500,000), the server will match the newer step, so skip past it too.
+    /// Claim a step as [`CodePool::claim_step`] does and return its code.
+    /// When a later step inside the window happens to have the same code
+    /// (a few times in a million), the server matches the newest one and
+    /// records that, so skip past it too.
     fn claim_code(&self, i: usize, secret: &[u8], now: u64, back: u64) -> String {
         let digits = TotpParams::default().digits;
         let step = self.claim_step(i, now, back);
         let code = otp::hotp(secret, step, OtpAlgorithm::Sha1, digits);
-        if otp::hotp(secret, step + 1, OtpAlgorithm::Sha1, digits) == code {
-            let mut g = self.inner.lock().expect("pool lock");
-            g.next_step[i] = g.next_step[i].max(step + 2);
+        // The server's window ends at current+1, and its clock may be one step ahead.
+        let last = now / self.step_secs + 2;
+        for later in step + 1..=last {
+            if otp::hotp(secret, later, OtpAlgorithm::Sha1, digits) == code {
+                let mut g = self.inner.lock().expect("pool lock");
+                g.next_step[i] = g.next_step[i].max(later + 1);
+            }
         }
         code
     }
@@ -801,7 +810,7 @@ async fn totp_part_bench(
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
-        None,
+        args.parts_rate,
         move || {
             let (app, pool, users, write_lock) = (app.clone(), p.clone(), users.clone(), write_lock.clone());
             async move {
