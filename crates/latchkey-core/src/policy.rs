@@ -688,6 +688,45 @@ impl Decision {
     pub fn strengths_satisfied(&self, methods: &[VerifyMethod], aaguid: Option<&str>) -> bool {
         self.strengths.iter().all(|s| s.satisfied_by(methods, aaguid))
     }
+
+    /// One sign-in that must satisfy two decisions at once (a web sign-in
+    /// that continues to an application: the session serves both). The
+    /// stricter wins everywhere: any block blocks, every strength is
+    /// required, the shorter sign-in frequency applies.
+    pub fn combine(mut self, other: Decision) -> Decision {
+        if other.outcome == Outcome::Block {
+            self.outcome = Outcome::Block;
+        }
+        for (name, s) in other.required_strengths.into_iter().zip(other.strengths) {
+            if !self.required_strengths.contains(&name) {
+                self.required_strengths.push(name);
+                self.strengths.push(s);
+            }
+        }
+        self.sign_in_frequency_secs = match (self.sign_in_frequency_secs, other.sign_in_frequency_secs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let push_new = |into: &mut Vec<PolicyResult>, from: Vec<PolicyResult>| {
+            for r in from {
+                if !into.iter().any(|x| x.policy_id == r.policy_id) {
+                    into.push(r);
+                }
+            }
+        };
+        push_new(&mut self.applied, other.applied);
+        push_new(&mut self.report_only, other.report_only);
+        // A policy skipped for one target but applied for the other is not "skipped".
+        let mut seen: Vec<String> = self.applied.iter().map(|r| r.policy_id.clone()).collect();
+        self.skipped.extend(other.skipped);
+        self.skipped.retain(|s| {
+            let first = !seen.contains(&s.policy_id);
+            seen.push(s.policy_id.clone());
+            first
+        });
+        self.break_glass |= other.break_glass;
+        self
+    }
 }
 
 fn matches_list(list: &IncludeExclude<String>, value: &str) -> (bool, bool) {

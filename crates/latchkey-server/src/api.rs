@@ -642,6 +642,7 @@ fn context(
         application,
         source_ip: relayed.or(peer),
         device_id: body.device_id,
+        continues_to: None,
     }
 }
 

@@ -137,6 +137,7 @@ fn context(caller: &Option<Principal>, peer: Option<String>, body: PasskeyStartR
         application: body.application,
         source_ip: relayed.or(peer),
         device_id: ctx.device_id,
+        continues_to: None,
     }
 }
 

@@ -153,6 +153,9 @@ pub struct SignInContext {
     pub application: Option<String>,
     pub source_ip: Option<String>,
     pub device_id: Option<String>,
+    /// The application a web sign-in continues to (an OIDC client). The
+    /// session serves both, so both applications' policies apply.
+    pub continues_to: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -1081,6 +1084,7 @@ impl App {
             application: rec.application.clone(),
             source_ip: ctx.source_ip.clone().or(rec.source_ip.clone()),
             device_id: ctx.device_id.clone(),
+            continues_to: ctx.continues_to.clone(),
         };
         self.begin_attempt(&rec.username, &ctx).await?;
         let mut user = match &rec.user_id {
@@ -1293,23 +1297,37 @@ impl App {
         )
         .await?;
         tx.commit().await?;
+        self.log_session_signin(&user, ctx, &session, None, decision).await?;
+        Ok((token, expires_at))
+    }
+
+    /// A successful sign-in on the log: a new session, or (with a reason)
+    /// an existing one reused for another application.
+    pub(crate) async fn log_session_signin(
+        &self,
+        user: &UserRecord,
+        ctx: &SignInContext,
+        session: &SessionRecord,
+        reason: Option<&str>,
+        decision: Option<&latchkey_core::policy::Decision>,
+    ) -> AppResult<()> {
         self.store
             .log_signin_with_decision(
                 &SignInLogEntry {
-                    at: now,
+                    at: self.now(),
                     user_id: Some(user.id.clone()),
                     username: user.username.clone(),
                     application: ctx.application.clone(),
                     source_ip: ctx.source_ip.clone(),
                     result: "success".into(),
-                    reason: None,
+                    reason: reason.map(str::to_owned),
                     methods: session.methods.clone(),
                     acr: Some(session.acr.clone()),
                 },
                 decision.map(crate::policy::decision_log).as_ref(),
             )
             .await?;
-        Ok((token, expires_at))
+        Ok(())
     }
 
     // ---- bearer authentication ----------------------------------------

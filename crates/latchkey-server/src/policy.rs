@@ -274,10 +274,18 @@ impl App {
                 actx.device = Some(posture);
             }
         }
-        Ok(evaluate(&c.effective, &c.exceptions, &p.facts(), &actx, self.now()))
+        let now = self.now();
+        let d = evaluate(&c.effective, &c.exceptions, &p.facts(), &actx, now);
+        Ok(match &ctx.continues_to {
+            Some(app) if Some(app) != ctx.application.as_ref() => {
+                actx.application = Some(app.clone());
+                d.combine(evaluate(&c.effective, &c.exceptions, &p.facts(), &actx, now))
+            }
+            _ => d,
+        })
     }
 
-    async fn log_policy_failure(
+    pub(crate) async fn log_policy_failure(
         &self,
         user: &UserRecord,
         ctx: &SignInContext,

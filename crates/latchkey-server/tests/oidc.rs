@@ -557,3 +557,129 @@ async fn client_registration_is_admin_only_and_validated() {
         assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
     }
 }
+
+async fn app_policy(env: &Env, id: &str, app: &str, grant: Value, frequency: Option<i64>) {
+    let mut p = json!({
+        "id": id, "name": id, "state": "enabled",
+        "assignments": { "users": { "include": ["*"] }, "applications": { "include": [app] } },
+        "grant": grant
+    });
+    if let Some(f) = frequency {
+        p["session"] = json!({ "sign_in_frequency_secs": f });
+    }
+    let (s, _, b) = env
+        .send(
+            Request::post("/api/v1/policies")
+                .header(header::AUTHORIZATION, format!("Bearer {}", env.admin))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({ "policy": p, "force": true }).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {}", String::from_utf8_lossy(&b));
+}
+
+async fn phishing_resistant_for(env: &Env, client_id: &str) {
+    let grant = json!([{ "require_strength": "phishing_resistant" }]);
+    app_policy(env, "payroll-pr", client_id, grant, None).await;
+}
+
+#[tokio::test]
+async fn a_reused_session_must_satisfy_the_clients_own_conditional_access() {
+    let env = Env::new().await;
+    let erin = env.user("erin").await;
+    let payroll = register(&env, "public").await;
+    let legacy = register(&env, "public").await;
+    let wiki = register(&env, "public").await;
+    phishing_resistant_for(&env, &payroll.id).await;
+    app_policy(&env, "legacy-block", &legacy.id, json!(["block"]), None).await;
+    app_policy(
+        &env,
+        "wiki-hourly",
+        &wiki.id,
+        json!([{ "require_strength": "mfa" }]),
+        Some(600),
+    )
+    .await;
+    // A password + TOTP session from the portal.
+    let session = env.session(&erin, Some("web")).await;
+    env.clock.advance(1);
+
+    // Payroll wants phishing-resistant: the TOTP session is not enough, sign in again.
+    let (s, loc, _) = get_with_cookie(&env, &authorize_query(&payroll, &[]), Some(&session)).await;
+    assert_eq!(s, 302);
+    assert!(loc.starts_with("/signin?"), "{loc}");
+    assert_eq!(query_of(&loc)["prompt"], "login");
+    // prompt=none cannot ask: login_required goes back to the client.
+    let (_, loc, _) = get_with_cookie(&env, &authorize_query(&payroll, &[("prompt", "none")]), Some(&session)).await;
+    assert_eq!(query_of(&loc)["error"], "login_required", "{loc}");
+
+    // A blocked application answers access_denied, and the attempt is logged.
+    let (_, loc, _) = get_with_cookie(&env, &authorize_query(&legacy, &[]), Some(&session)).await;
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+    let q = query_of(&loc);
+    assert_eq!(q["error"], "access_denied");
+    assert!(q["error_description"].contains("legacy-block"), "{q:?}");
+    assert!(!q.contains_key("code"));
+    let log = env.app.store.signin_history(0, 1000).await.unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last.application.as_deref(), Some(legacy.id.as_str()));
+    assert_eq!(last.result, "failure");
+
+    // The wiki's sign-in frequency: within 10 minutes single sign-on works and
+    // is logged as a sign-in to the wiki; after that a new sign-in is needed.
+    let (_, loc, _) = get_with_cookie(&env, &authorize_query(&wiki, &[]), Some(&session)).await;
+    assert!(query_of(&loc).contains_key("code"), "{loc}");
+    let log = env.app.store.signin_history(0, 1000).await.unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last.application.as_deref(), Some(wiki.id.as_str()));
+    assert_eq!(last.result, "success");
+    assert_eq!(last.methods, vec!["password", "totp"]);
+    assert!(last.policy.as_ref().unwrap().to_string().contains("wiki-hourly"));
+    env.clock.advance(600);
+    let (_, loc, _) = get_with_cookie(&env, &authorize_query(&wiki, &[]), Some(&session)).await;
+    assert!(loc.starts_with("/signin?"), "{loc}");
+}
+
+#[tokio::test]
+async fn a_web_sign_in_that_continues_to_a_client_is_held_to_its_policies() {
+    use latchkey_core::VerifyMethod;
+    use latchkey_server::app::{Proof, SignInContext};
+    let env = Env::new().await;
+    let fay = env.user("fay").await;
+    let payroll = register(&env, "public").await;
+    phishing_resistant_for(&env, &payroll.id).await;
+    let ctx = SignInContext {
+        application: Some("web".into()),
+        source_ip: Some("127.0.0.1".into()),
+        device_id: None,
+        continues_to: Some(payroll.id.clone()),
+    };
+    // Known right after the password: none of fay's methods can satisfy payroll.
+    let r = env.app.signin_start(&fay.name, Some(&fay.password), &ctx).await;
+    let e = r
+        .err()
+        .expect("TOTP cannot satisfy payroll's phishing-resistant policy");
+    assert!(
+        matches!(e, latchkey_server::AppError::AuthenticationStrengthRequired(_)),
+        "{e:?}"
+    );
+    assert!(format!("{e:?}").contains("payroll-pr"), "{e:?}");
+    // The same sign-in for the portal alone completes.
+    let portal = SignInContext {
+        continues_to: None,
+        ..ctx
+    };
+    let code = env.fresh_code(&fay);
+    let f = env
+        .app
+        .signin_start(&fay.name, Some(&fay.password), &portal)
+        .await
+        .unwrap();
+    let o = env
+        .app
+        .signin_verify(&f.flow_id, VerifyMethod::Totp, Proof::Code(code), &portal)
+        .await
+        .unwrap();
+    assert!(o.session_token.is_some());
+}

@@ -142,6 +142,7 @@ async fn wrong_passwords_lock_the_user_for_http_too() {
         application: None,
         source_ip: Some("192.0.2.1".into()),
         device_id: None,
+        continues_to: None,
     };
     let r = env.app.signin_start(&u.name, Some(&u.password), &ctx).await;
     assert!(matches!(r, Err(AppError::TooManyAttempts { .. })), "shared lockout");

@@ -300,6 +300,19 @@ impl Store {
         .transpose()
     }
 
+    /// Where a session was signed in from: (source IP, device id). Kept out
+    /// of `SessionRecord` because only policy re-evaluation needs it.
+    pub async fn session_origin(&self, id: &str) -> Result<(Option<String>, Option<String>)> {
+        let row = sqlx::query("SELECT source_ip, device_id FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => (r.try_get("source_ip")?, r.try_get("device_id")?),
+            None => (None, None),
+        })
+    }
+
     /// Slide the idle deadline, never past the absolute one.
     pub async fn touch_session(&self, id: &str, now: i64, idle_secs: i64) -> Result<()> {
         sqlx::query(

@@ -807,3 +807,39 @@ fn exception_rules() {
     assert!(validate_exception("alice", "bob", "vendor laptop", now, 30, now).is_err());
     assert!(validate_exception("alice", "bob", "vendor laptop", now + 31 * 86_400, 30, now).is_err());
 }
+
+#[test]
+fn a_web_sign_in_for_an_application_must_satisfy_both() {
+    let for_app = |id: &str, app: &str, grant: Vec<GrantControl>, freq: Option<i64>| {
+        let mut p = policy(id, grant);
+        p.assignments.applications.include = vec![app.into()];
+        p.session.sign_in_frequency_secs = freq;
+        p
+    };
+    let s = set(vec![
+        for_app("a-web", "web", vec![strength("mfa")], Some(8 * 3600)),
+        for_app("b-payroll", "payroll", vec![strength("phishing_resistant")], Some(3600)),
+        for_app("c-legacy", "legacy", vec![GrantControl::Block], None),
+    ]);
+    let at = |app: &str| {
+        let c = AccessContext {
+            application: Some(app.into()),
+            ..ctx()
+        };
+        evaluate(&s, &[], &user("alice").facts(), &c, 0)
+    };
+    let d = at("web").combine(at("payroll"));
+    assert_eq!(d.outcome, Outcome::Allow);
+    assert_eq!(d.required_strengths, vec!["mfa", "phishing_resistant"]);
+    assert_eq!(d.sign_in_frequency_secs, Some(3600));
+    assert!(!d.strengths_satisfied(&[Password, Totp], None));
+    assert!(d.strengths_satisfied(&[Webauthn], None));
+    let applied: Vec<_> = d.applied.iter().map(|r| r.policy_id.as_str()).collect();
+    assert_eq!(applied, vec!["a-web", "b-payroll"]);
+    assert!(d.skipped.iter().all(|s| s.policy_id == "c-legacy"), "{:?}", d.skipped);
+    // Any block blocks; the same strength is not required twice.
+    let d = at("web").combine(at("legacy"));
+    assert!(d.is_blocked());
+    assert_eq!(d.required_strengths, vec!["mfa"]);
+    assert_eq!(at("web").combine(at("web")).required_strengths, vec!["mfa"]);
+}

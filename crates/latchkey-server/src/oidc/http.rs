@@ -18,7 +18,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::{OAuthError, TokenError, TokenRequest};
 use crate::app::App;
 use crate::error::{AppError, AppResult, Problem};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, PeerIp};
 
 type AppState = Arc<App>;
 
@@ -140,19 +140,21 @@ async fn jwks(State(app): State<AppState>) -> AppResult<Response> {
 async fn authorize_get(
     State(app): State<AppState>,
     headers: HeaderMap,
+    PeerIp(peer): PeerIp,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> AppResult<Response> {
     let token = cookie(&headers, SESSION_COOKIE);
-    Ok(found(&app.oidc_authorize(&q, token.as_deref()).await?))
+    Ok(found(&app.oidc_authorize(&q, token.as_deref(), peer).await?))
 }
 
 async fn authorize_post(
     State(app): State<AppState>,
     headers: HeaderMap,
+    PeerIp(peer): PeerIp,
     Form(q): Form<HashMap<String, String>>,
 ) -> AppResult<Response> {
     let token = cookie(&headers, SESSION_COOKIE);
-    Ok(found(&app.oidc_authorize(&q, token.as_deref()).await?))
+    Ok(found(&app.oidc_authorize(&q, token.as_deref(), peer).await?))
 }
 
 // ---- token ---------------------------------------------------------------

@@ -13,16 +13,16 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use latchkey_core::oidc::{self as rules, AuthRequirements, AuthorizeDecision, ClientKind, SessionFacts};
 use latchkey_core::secret::{ct_eq, random_token};
-use latchkey_core::{AuthStrength, UserState};
+use latchkey_core::{AuthStrength, UserState, VerifyMethod};
 use latchkey_store::{
-    new_id, AuditEntry, CodeRecord, GrantRecord, OidcClientRecord, SigningKeyRecord, UserRecord, WriteTx,
+    new_id, AuditEntry, CodeRecord, GrantRecord, OidcClientRecord, SessionRecord, SigningKeyRecord, UserRecord, WriteTx,
 };
 use p256::pkcs8::EncodePrivateKey;
 use rand::rngs::OsRng;
 use serde_json::json;
 use std::collections::HashMap;
 
-use crate::app::{App, Principal};
+use crate::app::{App, Principal, SignInContext};
 use crate::error::{AppError, AppResult};
 
 pub const CLIENT_SECRET_PREFIX: &str = "lk_cs_";
@@ -338,7 +338,12 @@ impl App {
     /// `GET /oauth2/authorize`. `Err` means the request cannot be answered
     /// at the client's redirect URI (unknown client, unregistered redirect
     /// URI): the browser gets an error page. Otherwise: the URL to redirect to.
-    pub async fn oidc_authorize(&self, q: &HashMap<String, String>, session_token: Option<&str>) -> AppResult<String> {
+    pub async fn oidc_authorize(
+        &self,
+        q: &HashMap<String, String>,
+        session_token: Option<&str>,
+        source_ip: Option<String>,
+    ) -> AppResult<String> {
         let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
         let client_id = get("client_id").ok_or_else(|| AppError::InvalidRequest("client_id is missing".into()))?;
         let client = self
@@ -432,7 +437,11 @@ impl App {
             authenticated_at: s.authenticated_at,
             acr: rules::parse_strength(&s.acr),
         });
-        match rules::decide_authorize(&req, facts, now) {
+        let mut decision = rules::decide_authorize(&req, facts, now);
+        if let (AuthorizeDecision::Issue, Some((s, user))) = (&decision, &session) {
+            decision = self.client_access(&client, s, user, &req, source_ip).await?;
+        }
+        match decision {
             AuthorizeDecision::Refuse { error, description } => refuse(OAuthError::new(error, description)),
             AuthorizeDecision::SignIn { acr } => {
                 // Come back to this very request, marked so that a session
@@ -500,6 +509,68 @@ impl App {
                 Ok(with_params(redirect_uri, &ps))
             }
         }
+    }
+
+    /// Conditional access for this client, checked against the session
+    /// that would be reused: the session was made for another application
+    /// (or with older policies), so this client's policies must hold too. A
+    /// fresh sign-in begun for this request already went through them (the
+    /// web flow evaluates the client it continues to); only a block is
+    /// re-checked then.
+    async fn client_access(
+        &self,
+        client: &OidcClientRecord,
+        session: &SessionRecord,
+        user: &UserRecord,
+        req: &AuthRequirements,
+        source_ip: Option<String>,
+    ) -> AppResult<AuthorizeDecision> {
+        let (origin_ip, device_id) = self.store.session_origin(&session.id).await?;
+        let ctx = SignInContext {
+            application: Some(client.id.clone()),
+            source_ip: source_ip.or(origin_ip),
+            device_id,
+            continues_to: None,
+        };
+        let d = self.access_decision(user, &ctx).await?;
+        if d.is_blocked() {
+            self.log_policy_failure(user, &ctx, "access_blocked", &d).await?;
+            return Ok(AuthorizeDecision::Refuse {
+                error: "access_denied",
+                description: format!(
+                    "conditional access blocks sign-in to this application: {}",
+                    d.block_reason().unwrap_or_default()
+                ),
+            });
+        }
+        let now = self.now();
+        let fresh = req.fresh_after.is_some_and(|after| session.authenticated_at >= after);
+        if fresh {
+            return Ok(AuthorizeDecision::Issue);
+        }
+        let methods: Vec<VerifyMethod> = session
+            .methods
+            .iter()
+            .filter_map(|m| serde_json::from_value(serde_json::Value::String(m.clone())).ok())
+            .collect();
+        let too_old = d
+            .sign_in_frequency_secs
+            .is_some_and(|f| now - session.authenticated_at > f);
+        if too_old || !d.strengths_satisfied(&methods, None) {
+            return Ok(if req.prompt_none {
+                AuthorizeDecision::Refuse {
+                    error: "login_required",
+                    description:
+                        "this application's policies need a new sign-in and prompt=none forbids asking for one".into(),
+                }
+            } else {
+                AuthorizeDecision::SignIn { acr: req.acr }
+            });
+        }
+        // Single sign-on is a sign-in to this application: log it with the decision.
+        self.log_session_signin(user, &ctx, session, Some("session_reused"), Some(&d))
+            .await?;
+        Ok(AuthorizeDecision::Issue)
     }
 
     // ---- token endpoint ------------------------------------------------

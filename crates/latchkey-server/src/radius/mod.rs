@@ -182,6 +182,7 @@ impl App {
             application: Some(nas.name.clone()),
             source_ip: Some(user_ip.to_string()),
             device_id: None,
+            continues_to: None,
         };
         let now = self.now();
         match req.attr(packet::STATE) {

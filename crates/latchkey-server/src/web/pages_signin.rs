@@ -85,12 +85,24 @@ impl Target {
     }
 }
 
-fn web_context(ctx: &Ctx) -> SignInContext {
+fn web_context(ctx: &Ctx, t: &Target) -> SignInContext {
     SignInContext {
         application: Some("web".into()),
         source_ip: ctx.peer.clone(),
         device_id: None,
+        continues_to: continues_to(&t.next),
     }
+}
+
+/// The OIDC client a sign-in continues to, read from where it goes next: its
+/// conditional-access policies decide this sign-in too (and the
+/// authorization endpoint checks the session against them again).
+fn continues_to(next: &str) -> Option<String> {
+    let query = next.strip_prefix("/oauth2/authorize?")?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
 }
 
 // ---- step 1: username ------------------------------------------------------
@@ -157,7 +169,7 @@ struct UsernameForm {
 async fn signin_username(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<UsernameForm>) -> Response {
     let t = Target::from_parts(f.next.as_deref(), f.acr.as_deref(), f.prompt.as_deref());
     let username = f.username.trim().to_lowercase();
-    match app.signin_start(&username, None, &web_context(&ctx)).await {
+    match app.signin_start(&username, None, &web_context(&ctx, &t)).await {
         Ok(view) => {
             let mut c = cookie(FLOW_COOKIE, view.flow_id, ctx.secure);
             c.set_max_age(time::Duration::seconds(FLOW_LIFETIME_SECS));
@@ -371,7 +383,7 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
         VerifyMethod::TemporaryAccessPass => Proof::Pass(f.pass.unwrap_or_default().trim().to_owned()),
         _ => Proof::Code(f.code.unwrap_or_default().trim().replace(' ', "")),
     };
-    match app.signin_verify(&id, method, proof, &web_context(&ctx)).await {
+    match app.signin_verify(&id, method, proof, &web_context(&ctx, &t)).await {
         Ok(o) => match (o.session_token, o.acr) {
             (Some(token), Some(acr)) => {
                 let mut ctx = ctx;
@@ -500,4 +512,20 @@ pub async fn signout(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
     }
     let jar = ctx.jar.remove(removal(SESSION_COOKIE)).remove(removal(FLOW_COOKIE));
     (jar, Redirect::to("/signin?signed_out=1")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::continues_to;
+
+    #[test]
+    fn the_client_a_sign_in_continues_to_comes_from_its_authorize_url() {
+        assert_eq!(
+            continues_to("/oauth2/authorize?response_type=code&client_id=c%2D1&x=y").as_deref(),
+            Some("c-1")
+        );
+        assert_eq!(continues_to("/security-info"), None);
+        assert_eq!(continues_to("/oauth2/authorize?client_id="), None);
+        assert_eq!(continues_to("/oauth2/token?client_id=c-1"), None);
+    }
 }

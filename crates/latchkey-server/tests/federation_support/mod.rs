@@ -109,6 +109,7 @@ impl Env {
             application: application.map(str::to_owned),
             source_ip: Some("127.0.0.1".into()),
             device_id: None,
+            continues_to: None,
         };
         let code = self.fresh_code(u);
         let f = self
