@@ -335,7 +335,7 @@ impl App {
 
     pub async fn set_password(&self, p: &Principal, username: &str, password: &str) -> AppResult<()> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         check_password_policy(password)?;
         let params = self.config.password;
         let pw = Zeroizing::new(password.to_owned());
@@ -368,7 +368,7 @@ impl App {
     /// the user themself with a fresh strong sign-in (or a TAP session). A
     /// stolen password alone never gets this far: there is no password-only
     /// session.
-    pub(crate) fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
+    pub(crate) async fn require_register(&self, p: &Principal, target: &UserRecord) -> AppResult<()> {
         if p.is_admin() {
             return Ok(());
         }
@@ -379,7 +379,7 @@ impl App {
                     .iter()
                     .any(|m| m == VerifyMethod::TemporaryAccessPass.as_str());
                 if via_tap || self.now() - session.authenticated_at <= self.config.fresh_auth_secs {
-                    Ok(())
+                    self.check_registration_policy(user, session).await
                 } else {
                     Err(AppError::ReauthenticationRequired(format!(
                         "sign in again with a second factor (sign-ins older than {} minutes cannot change security info)",
@@ -408,7 +408,7 @@ impl App {
         digits: Option<u32>,
     ) -> AppResult<TotpEnrollment> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let algorithm = match algorithm {
             Some(a) => OtpAlgorithm::parse(&a)?,
             None => OtpAlgorithm::Sha1,
@@ -471,7 +471,7 @@ impl App {
     /// the QR code). Once confirmed, the secret is never shown again.
     pub async fn pending_totp_uri(&self, p: &Principal, username: &str, id: &str) -> AppResult<String> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let m = self
             .store
             .method(&user.id, id)
@@ -486,7 +486,7 @@ impl App {
 
     pub async fn confirm_totp(&self, p: &Principal, username: &str, id: &str, code: &str) -> AppResult<MethodRecord> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let m = self
             .store
             .method(&user.id, id)
@@ -546,7 +546,7 @@ impl App {
 
     pub async fn regenerate_recovery_codes(&self, p: &Principal, username: &str) -> AppResult<(String, Vec<String>)> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let set = latchkey_core::recovery::generate(&mut OsRng, self.keys.pepper());
         let id = method_id();
         let now = self.now();
@@ -580,7 +580,7 @@ impl App {
 
     pub async fn delete_method(&self, p: &Principal, username: &str, id: &str) -> AppResult<()> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let methods = self.store.methods_for_user(&user.id).await?;
         let m = methods
             .iter()

@@ -266,9 +266,52 @@ impl App {
     }
 
     pub async fn access_decision(&self, user: &UserRecord, ctx: &SignInContext) -> AppResult<Decision> {
+        self.decide(user, ctx, None).await
+    }
+
+    /// Registering or changing security info is the `register_security_info`
+    /// user action: policies that govern it decide, with the session's
+    /// origin (where it signed in from, on which device) as the context.
+    /// Only self-service is governed; staff act under their own controls.
+    pub(crate) async fn check_registration_policy(
+        &self,
+        user: &UserRecord,
+        session: &latchkey_store::SessionRecord,
+    ) -> AppResult<()> {
+        let (source_ip, device_id) = self.store.session_origin(&session.id).await?;
+        let ctx = SignInContext {
+            application: None,
+            source_ip,
+            device_id,
+            continues_to: None,
+        };
+        let d = self.decide(user, &ctx, Some(UserAction::RegisterSecurityInfo)).await?;
+        if d.is_blocked() {
+            return Err(AppError::AccessBlocked(format!(
+                "changing security info is blocked by conditional access: {}",
+                d.block_reason().unwrap_or_default()
+            )));
+        }
+        let methods: Vec<VerifyMethod> = session
+            .methods
+            .iter()
+            .filter_map(|m| serde_json::from_value(serde_json::Value::String(m.clone())).ok())
+            .collect();
+        if !d.strengths_satisfied(&methods, None) {
+            return Err(AppError::AuthenticationStrengthRequired(format!(
+                "changing security info requires {}; this session signed in with {}. Sign in again with a method that satisfies it (or use a Temporary Access Pass from the helpdesk)",
+                d.required_strengths.join(" and "),
+                session.methods.join(" + ")
+            )));
+        }
+        Ok(())
+    }
+
+    async fn decide(&self, user: &UserRecord, ctx: &SignInContext, action: Option<UserAction>) -> AppResult<Decision> {
         let c = self.policies_now().await?;
         let p = profile(user, c.break_glass.contains(&user.id));
         let mut actx = self.access_context(ctx);
+        actx.action = action;
         if let Some(id) = &ctx.device_id {
             if let Some(posture) = self.device_posture(user, id).await? {
                 actx.device = Some(posture);

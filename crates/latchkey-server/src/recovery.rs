@@ -185,7 +185,7 @@ impl App {
     ) -> AppResult<DeviceRecord> {
         let user = self.user(username).await?;
         if !p.has_role(Role::Helpdesk) {
-            self.require_register(p, &user)?;
+            self.require_register(p, &user).await?;
         }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -274,7 +274,7 @@ impl App {
             .await?
             .ok_or_else(|| AppError::NotFound("user".into()))?;
         if !p.has_role(Role::Helpdesk) {
-            self.require_register(p, &user)?;
+            self.require_register(p, &user).await?;
         }
         let now = self.now();
         let mut tx = self.store.write().await?;
@@ -331,7 +331,7 @@ impl App {
         device_id: &str,
     ) -> AppResult<()> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let mut tx = self.store.write().await?;
         tx.bind_method_device(&user.id, method_id, device_id).await?;
         tx.audit(

@@ -290,7 +290,7 @@ impl App {
         label: Option<String>,
     ) -> AppResult<RegistrationStart> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let label = crate::app::clean_label(
             label,
             match kind {
@@ -392,7 +392,7 @@ impl App {
         credential: serde_json::Value,
     ) -> AppResult<WebauthnCredentialRecord> {
         let user = self.user(username).await?;
-        self.require_register(p, &user)?;
+        self.require_register(p, &user).await?;
         let now = self.now();
         if !ceremony_id.starts_with(CEREMONY_PREFIX) || ceremony_id.len() > 128 {
             return Err(AppError::NotFound("WebAuthn registration ceremony".into()));

@@ -146,6 +146,15 @@ impl Env {
         .await
     }
 
+    /// The trusted named location "office" = 10.0.0.0/8.
+    async fn office(&self) {
+        let body = json!({ "name": "office", "ranges": ["10.0.0.0/8"], "trusted": true });
+        let (s, _) = self
+            .call("PUT", "/api/v1/named-locations/office", true, Some(body))
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+
     async fn last_signin_policy(&self) -> Value {
         let h = self.app.store.signin_history(0, 10_000).await.unwrap();
         h.last()
@@ -385,15 +394,7 @@ async fn report_only_policies_are_recorded_but_never_block() {
 async fn what_if_versions_and_yaml_round_trip() {
     let e = env().await;
     e.user("alice", &[], &[]).await;
-    let (s, _) = e
-        .call(
-            "PUT",
-            "/api/v1/named-locations/office",
-            true,
-            Some(json!({ "name": "office", "ranges": ["10.0.0.0/8"], "trusted": true })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    e.office().await;
     let mut p = all_users_policy(
         "outside",
         "enabled",
@@ -573,4 +574,105 @@ async fn postgres_break_glass_alerts_and_exceptions() {
     assert_eq!(list[0]["subject"], json!({ "group": "staff" }));
     e.app.store.close().await;
     psql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+/// A live session of `name` signed in from `ip` with password + TOTP, or with a TAP.
+async fn session_from(e: &Env, name: &str, ip: &str, second: Result<&[u8], &str>) -> Principal {
+    use latchkey_core::VerifyMethod;
+    use latchkey_server::app::{Proof, SignInContext};
+    let ctx = SignInContext {
+        application: Some("web".into()),
+        source_ip: Some(ip.into()),
+        device_id: None,
+        continues_to: None,
+    };
+    let o = match second {
+        Ok(secret) => {
+            let f = e.app.signin_start(name, Some(PASSWORD), &ctx).await.unwrap();
+            let code = e.code(secret);
+            e.clock.advance(30);
+            e.app
+                .signin_verify(&f.flow_id, VerifyMethod::Totp, Proof::Code(code), &ctx)
+                .await
+                .unwrap()
+        }
+        Err(pass) => {
+            let f = e.app.signin_start(name, None, &ctx).await.unwrap();
+            e.app
+                .signin_verify(
+                    &f.flow_id,
+                    VerifyMethod::TemporaryAccessPass,
+                    Proof::Pass(pass.into()),
+                    &ctx,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    e.app.authenticate(&o.session_token.unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn register_security_info_policies_govern_live_registration() {
+    use latchkey_core::tap::{IdentityVerification, VerificationMethod};
+    use latchkey_server::app::TapOutcome;
+    use latchkey_server::AppError;
+    let e = env().await;
+    let secret = e.user("alice", &[], &[]).await;
+    e.office().await;
+    let reg = json!({
+        "id": "register-from-office", "name": "register-from-office", "state": "enabled",
+        "assignments": { "users": { "include": ["*"] }, "user_actions": ["register_security_info"] },
+        "conditions": { "locations": { "include": ["*"], "exclude": ["trusted"] } },
+        "grant": ["block"]
+    });
+    let (s, v) = e.policy(reg, true).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // Signed in from outside: signing in works, registering does not.
+    let away = session_from(&e, "alice", "192.0.2.7", Ok(&secret)).await;
+    let r = e.app.enroll_totp(&away, "alice", None, None, None).await;
+    assert!(
+        matches!(&r, Err(AppError::AccessBlocked(m)) if m.contains("register-from-office")),
+        "{:?}",
+        r.err()
+    );
+    let count = || async { e.app.methods(&Principal::Operator, "alice").await.unwrap().1.len() };
+    assert_eq!(count().await, 1, "the confirmed TOTP only: nothing was added");
+    // From the office it is allowed.
+    let office = session_from(&e, "alice", "10.4.4.4", Ok(&secret)).await;
+    e.app.enroll_totp(&office, "alice", None, None, None).await.unwrap();
+    assert_eq!(count().await, 2, "a pending TOTP enrollment");
+
+    // Now registration needs phishing-resistant strength: a TOTP session is
+    // not enough, a Temporary Access Pass is (that is what a TAP is for).
+    let strong = json!({
+        "id": "register-strong", "name": "register-strong", "state": "enabled",
+        "assignments": { "users": { "include": ["*"] }, "user_actions": ["register_security_info"] },
+        "grant": [{ "require_strength": "phishing_resistant" }]
+    });
+    let (s, v) = e.policy(strong, true).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let office = session_from(&e, "alice", "10.4.4.4", Ok(&secret)).await;
+    let r = e.app.regenerate_recovery_codes(&office, "alice").await;
+    assert!(
+        matches!(&r, Err(AppError::AuthenticationStrengthRequired(m)) if m.contains("phishing_resistant")),
+        "{:?}",
+        r.err()
+    );
+    let verification = IdentityVerification {
+        method: VerificationMethod::InPersonId,
+        note: "badge checked".into(),
+    };
+    let pass = match e
+        .app
+        .issue_tap(&Principal::Operator, "alice", Some(60), true, None, Some(verification))
+        .await
+        .unwrap()
+    {
+        TapOutcome::Issued(t) => t.pass,
+        TapOutcome::PendingApproval { .. } => panic!("not privileged"),
+    };
+    let via_tap = session_from(&e, "alice", "10.4.4.4", Err(&pass)).await;
+    e.app.regenerate_recovery_codes(&via_tap, "alice").await.unwrap();
 }
