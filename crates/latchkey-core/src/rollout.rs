@@ -172,6 +172,46 @@ pub fn coverage(wave: &RolloutWave, set: &PolicySet, users: &[(UserFacts, Vec<Ve
     c
 }
 
+/// What a user in a nudging wave is told at sign-in: register this strength
+/// before the deadline, after which sign-in requires it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationNudge {
+    pub wave_id: String,
+    pub wave_name: String,
+    pub strength: String,
+    pub deadline: i64,
+}
+
+/// The campaigns nudging this user now: waves that include them, in their
+/// nudge phase, whose strength their registered methods do not reach yet.
+/// Break-glass accounts are outside conditional access and never nudged.
+pub fn nudges(
+    waves: &[RolloutWave],
+    set: &PolicySet,
+    user: &UserFacts,
+    methods: &[VerifyMethod],
+    now: i64,
+) -> Vec<RegistrationNudge> {
+    if user.break_glass {
+        return vec![];
+    }
+    waves
+        .iter()
+        .filter(|w| w.includes(user))
+        .filter_map(|w| match w.phase(now) {
+            CampaignPhase::Nudge { deadline } => Some((w, deadline)),
+            _ => None,
+        })
+        .filter(|(w, _)| !set.strength(&w.strength).is_some_and(|s| s.satisfied_by(methods, None)))
+        .map(|(w, deadline)| RegistrationNudge {
+            wave_id: w.id.clone(),
+            wave_name: w.name.clone(),
+            strength: w.strength.clone(),
+            deadline,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +305,57 @@ mod tests {
         assert_eq!(c.by_strength["mfa"], 1);
         assert_eq!(c.by_strength["none"], 1);
         assert_eq!(c.missing, vec!["ann", "bo"]);
+    }
+
+    #[test]
+    fn users_are_nudged_only_while_nudging_and_only_until_they_register() {
+        let (finance, roles) = ([] as [Role; 0], [Role::Admin]);
+        let ann = UserFacts {
+            username: "ann",
+            groups: &[],
+            roles: &finance,
+            department: Some("Finance"),
+            break_glass: false,
+        };
+        let set = PolicySet::default();
+        let waves = [wave()];
+        assert!(
+            nudges(&waves, &set, &ann, &[Password, Totp], 99).is_empty(),
+            "not started"
+        );
+        let n = nudges(&waves, &set, &ann, &[Password, Totp], 150);
+        assert_eq!(
+            n,
+            vec![RegistrationNudge {
+                wave_id: "w1".into(),
+                wave_name: "admins".into(),
+                strength: "phishing_resistant".into(),
+                deadline: 200,
+            }]
+        );
+        assert!(
+            nudges(&waves, &set, &ann, &[Password, Webauthn], 150).is_empty(),
+            "registered"
+        );
+        assert!(
+            nudges(&waves, &set, &ann, &[Password, Totp], 200).is_empty(),
+            "enforced now"
+        );
+        let sales = UserFacts {
+            department: Some("Sales"),
+            ..ann
+        };
+        assert!(
+            nudges(&waves, &set, &sales, &[Password], 150).is_empty(),
+            "not in the wave"
+        );
+        let glass = UserFacts {
+            username: "glass",
+            groups: &[],
+            roles: &roles,
+            department: None,
+            break_glass: true,
+        };
+        assert!(nudges(&waves, &set, &glass, &[Password], 150).is_empty(), "break-glass");
     }
 }

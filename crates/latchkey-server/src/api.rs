@@ -238,6 +238,19 @@ pub struct VerifyResponse {
     pub acr: Option<AuthStrength>,
     pub session_token: Option<String>,
     pub expires_at: Option<String>,
+    /// Rollout campaigns asking the user to register a stronger method
+    /// before the deadline; show them to the user (omitted when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registration_campaigns: Vec<RegistrationCampaignView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RegistrationCampaignView {
+    pub wave: String,
+    /// The authentication strength to register for.
+    pub strength: String,
+    /// From this time on, sign-in requires the strength (RFC 3339).
+    pub deadline: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -702,6 +715,15 @@ async fn signin_verify(
         acr: o.acr,
         session_token: o.session_token,
         expires_at: o.session_expires_at.map(rfc3339),
+        registration_campaigns: o
+            .registration_campaigns
+            .into_iter()
+            .map(|n| RegistrationCampaignView {
+                wave: n.wave_name,
+                strength: n.strength,
+                deadline: rfc3339(n.deadline),
+            })
+            .collect(),
     }))
 }
 

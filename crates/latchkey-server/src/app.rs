@@ -176,6 +176,10 @@ pub struct VerifyOutcome {
     pub acr: Option<AuthStrength>,
     pub session_token: Option<String>,
     pub session_expires_at: Option<i64>,
+    /// Rollout campaigns asking this user to register a stronger method
+    /// before their deadline (only on a completed sign-in).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registration_campaigns: Vec<latchkey_core::rollout::RegistrationNudge>,
 }
 
 /// What a verify request carries.
@@ -1170,8 +1174,10 @@ impl App {
             acr: None,
             session_token: None,
             session_expires_at: None,
+            registration_campaigns: vec![],
         };
         if let SignInState::Complete { acr } = next.state {
+            outcome.registration_campaigns = self.registration_nudges(&user).await?;
             let (token, expires_at) = self
                 .open_session(&user, &next, acr, tap_used.as_ref(), &ctx, Some(&decision))
                 .await?;

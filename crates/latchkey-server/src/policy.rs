@@ -12,7 +12,7 @@ use latchkey_core::policy::{
     Decision, DevicePosture, ExceptionSubject, NamedLocation, PolicyException, PolicySet, RiskLevel, UserAction,
 };
 use latchkey_core::replay::{self, HistoricSignIn, ReplayReport, UserProfile};
-use latchkey_core::rollout::{self, CampaignPhase, RolloutWave, WaveCoverage};
+use latchkey_core::rollout::{self, CampaignPhase, RegistrationNudge, RolloutWave, WaveCoverage};
 use latchkey_core::signin::{SignInFlow, SignInState};
 use latchkey_core::{MethodState, Role, UserState, VerifyMethod};
 use latchkey_store::{
@@ -435,20 +435,38 @@ impl App {
             .iter()
             .filter(|u| u.state == UserState::Active)
         {
-            let mut methods = vec![];
-            if u.password_hash.is_some() {
-                methods.push(VerifyMethod::Password);
-            }
-            for m in self.store.methods_for_user(&u.id).await? {
-                if let Some(v) = m.kind.second_factor().filter(|_| m.state == MethodState::Active) {
-                    if !methods.contains(&v) {
-                        methods.push(v);
-                    }
-                }
-            }
-            out.push((profile(u, c.break_glass.contains(&u.id)), methods));
+            out.push((
+                profile(u, c.break_glass.contains(&u.id)),
+                self.registered_steps(u).await?,
+            ));
         }
         Ok(out)
+    }
+
+    /// The sign-in steps a user's registered, active methods can answer.
+    async fn registered_steps(&self, u: &UserRecord) -> AppResult<Vec<VerifyMethod>> {
+        let mut methods = vec![];
+        if u.password_hash.is_some() {
+            methods.push(VerifyMethod::Password);
+        }
+        for m in self.store.methods_for_user(&u.id).await? {
+            if let Some(v) = m.kind.second_factor().filter(|_| m.state == MethodState::Active) {
+                if !methods.contains(&v) {
+                    methods.push(v);
+                }
+            }
+        }
+        Ok(methods)
+    }
+
+    /// The registration campaigns nudging this user now (shown after sign-in
+    /// with their deadline; see [`rollout::nudges`]).
+    pub async fn registration_nudges(&self, user: &UserRecord) -> AppResult<Vec<RegistrationNudge>> {
+        let c = self.policies_now().await?;
+        let waves = self.store.rollout_waves().await?;
+        let p = profile(user, c.break_glass.contains(&user.id));
+        let steps = self.registered_steps(user).await?;
+        Ok(rollout::nudges(&waves, &c.effective, &p.facts(), &steps, self.now()))
     }
 
     // ---- policies ------------------------------------------------------

@@ -676,3 +676,42 @@ async fn register_security_info_policies_govern_live_registration() {
     let via_tap = session_from(&e, "alice", "10.4.4.4", Err(&pass)).await;
     e.app.regenerate_recovery_codes(&via_tap, "alice").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rollout_wave_nudges_with_its_deadline_then_enforces() {
+    let e = env().await;
+    let secret = e.user("pat", &[], &["pilot"]).await;
+    e.user("quinn", &[], &["sales"]).await;
+    let deadline = T0 + 7 * 86_400;
+    let wave = json!({
+        "id": "pilot", "name": "Pilot", "position": 1,
+        "audience": { "groups": ["pilot"] },
+        "strength": "passwordless_mfa", "nudge_from": T0, "enforce_from": deadline
+    });
+    let (s, v) = e.call("POST", "/api/v1/rollout/waves", true, Some(wave)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+
+    // Nudging: the sign-in completes and says what to register by when.
+    let (s, flow) = e.signin("pat").await;
+    assert_eq!(s, StatusCode::OK, "{flow}");
+    let (s, done) = e.totp(&flow, &secret).await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["state"], "complete");
+    assert_eq!(
+        done["registration_campaigns"],
+        json!([{ "wave": "Pilot", "strength": "passwordless_mfa", "deadline": "2027-01-22T08:00:00Z" }]),
+        "{done}"
+    );
+    let (_, waves) = e.call("GET", "/api/v1/rollout/waves", true, None).await;
+    assert_eq!(waves[0]["phase"]["phase"], "nudge", "{waves}");
+    assert_eq!(waves[0]["coverage"]["users"], 1);
+    assert_eq!(waves[0]["coverage"]["meeting_target"], 0);
+    assert_eq!(waves[0]["coverage"]["missing"], json!(["pat"]));
+
+    // After the deadline the wave is a policy: password + TOTP no longer signs in.
+    e.clock.set(deadline);
+    let (s, v) = e.signin("pat").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(problem(&v), "urn:latchkey:problem:authentication-strength-required");
+    assert!(v["detail"].as_str().unwrap().contains("Rollout wave 'Pilot'"), "{v}");
+}

@@ -536,3 +536,61 @@ fn web_pages_are_not_in_the_openapi_document() {
         && !p.starts_with("/admin")
         && !p.starts_with("/helpdesk")));
 }
+
+#[tokio::test]
+async fn a_nudging_rollout_wave_tells_the_user_what_to_register_and_by_when() {
+    use latchkey_core::rollout::{RolloutWave, WaveAudience};
+    let (app, clock) = app_with(|_| {}).await;
+    let (secret, _) = user_with_totp(&app, &clock, "nia").await;
+    let deadline = T0 + 14 * 86_400;
+    let wave = RolloutWave {
+        id: "pilot".into(),
+        name: "Pilot group".into(),
+        position: 1,
+        audience: WaveAudience {
+            users: vec!["nia".into()],
+            ..Default::default()
+        },
+        strength: "phishing_resistant".into(),
+        nudge_from: T0,
+        enforce_from: deadline,
+    };
+    app.put_wave(&Principal::Operator, wave).await.unwrap();
+    clock.advance(30);
+    let mut b = Browser::new(&app, "127.0.0.1");
+    let code = code_at(&secret, clock.now());
+    let done = b
+        .sign_in(
+            "/security-info",
+            "nia",
+            &[("password", "password", PW), ("totp", "code", &code)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/signin/campaign?next=/security-info");
+    let page = b.get(done.location()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Pilot group"), "{}", page.body);
+    assert!(page.body.contains("a security key or passkey"), "{}", page.body);
+    assert!(page.body.contains(&latchkey_test_when(deadline)), "{}", page.body);
+    assert!(
+        page.body.contains("in 14 days") || page.body.contains("hours"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"href="/security-info""#));
+
+    // Once the deadline passes the wave is enforced: no nudge, the policy decides.
+    clock.set(deadline + 1);
+    let page = b.get("/signin/campaign?next=/security-info").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/security-info");
+}
+
+fn latchkey_test_when(secs: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&fmt)
+        .unwrap()
+}

@@ -14,6 +14,7 @@ pub mod csrf;
 mod history;
 mod layout;
 mod pages_admin;
+mod pages_campaign;
 mod pages_cases;
 mod pages_helpdesk;
 mod pages_security;
@@ -80,6 +81,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
             get(|| async { static_file(JS, "text/javascript; charset=utf-8") }),
         )
         .merge(pages_signin::routes())
+        .merge(pages_campaign::routes())
         .merge(pages_security::routes())
         .merge(pages_helpdesk::routes())
         .merge(pages_cases::routes())

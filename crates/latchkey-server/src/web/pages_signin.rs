@@ -384,7 +384,7 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
         _ => Proof::Code(f.code.unwrap_or_default().trim().replace(' ', "")),
     };
     match app.signin_verify(&id, method, proof, &web_context(&ctx, &t)).await {
-        Ok(o) => match (o.session_token, o.acr) {
+        Ok(o) => match (o.session_token.clone(), o.acr) {
             (Some(token), Some(acr)) => {
                 let mut ctx = ctx;
                 if let Some(old @ Principal::Session { .. }) = &ctx.principal {
@@ -396,6 +396,11 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                     .remove(removal(FLOW_COOKIE))
                     .add(cookie(SESSION_COOKIE, token, ctx.secure));
                 let to_app = t.next.starts_with("/oauth2/");
+                if !o.registration_campaigns.is_empty() && !matches!(t.acr, Some(want) if acr < want) {
+                    // A rollout wave is nudging: say what to register and by when first.
+                    let to = format!("/signin/campaign?next={}", percent_encode(&t.next));
+                    return (ctx.jar, Redirect::to(&to)).into_response();
+                }
                 match t.acr {
                     // An application asked for more: it gets the answer (the
                     // OIDC error) rather than a page meant for people.
