@@ -188,7 +188,8 @@ impl Doc {
 
     /// A section heading; never left alone at the bottom of a page.
     fn heading(&mut self, s: &str) {
-        self.ensure(80.0);
+        // Room for the heading, a note and the start of a table.
+        self.ensure(120.0);
         if self.y < TOP {
             self.y -= 14.0;
         }
@@ -197,7 +198,7 @@ impl Doc {
         self.y -= 34.0;
     }
     fn subheading(&mut self, s: &str) {
-        self.ensure(50.0);
+        self.ensure(90.0);
         self.text(LEFT, self.y - 11.0, 11.0, true, INK, s);
         self.y -= 18.0;
     }
