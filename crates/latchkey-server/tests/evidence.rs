@@ -748,3 +748,144 @@ fn openapi_describes_the_report() {
     assert_eq!(params, ["from", "to", "format"]);
     assert!(op["responses"]["200"]["content"]["application/pdf"].is_object());
 }
+
+impl Env {
+    /// An auditor (or other role) signed in with password + TOTP; returns the session token.
+    async fn session(&self, name: &str, roles: &[&str]) -> String {
+        self.user(name, None, roles).await;
+        self.ok(
+            Method::PUT,
+            &format!("/api/v1/users/{name}/password"),
+            json!({ "password": common::PASSWORD }),
+        )
+        .await;
+        let r = self
+            .ok(Method::POST, &format!("/api/v1/users/{name}/methods/totp"), json!({}))
+            .await;
+        let id = r["id"].as_str().unwrap().to_owned();
+        let secret = otp::decode_secret(r["secret"].as_str().unwrap()).unwrap();
+        let code = |e: &Env| otp::totp_at(&secret, e.clock.now() as u64, &TotpParams::default());
+        self.ok(
+            Method::POST,
+            &format!("/api/v1/users/{name}/methods/totp/{id}/confirm"),
+            json!({ "code": code(self) }),
+        )
+        .await;
+        self.clock.advance(30);
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v1/signin",
+                None,
+                Some(json!({ "username": name, "password": common::PASSWORD })),
+            )
+            .await;
+        let flow = r.json()["flow_id"].as_str().unwrap().to_owned();
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/signin/{flow}/verify"),
+                None,
+                Some(json!({ "method": "totp", "code": code(self) })),
+            )
+            .await;
+        r.json()["session_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn page(&self, path: &str, session: &str) -> (Resp, String) {
+        let mut req = Request::builder()
+            .uri(path)
+            .header(header::COOKIE, format!("lk_session={session}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([203, 0, 113, 7], 1))));
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let csp = resp
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let (parts, body) = resp.into_parts();
+        let h = |k| {
+            parts
+                .headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        (
+            Resp {
+                status: parts.status,
+                content_type: h(header::CONTENT_TYPE),
+                disposition: h(header::CONTENT_DISPOSITION),
+                body: axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec(),
+            },
+            csp,
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_console_shows_the_report_and_offers_downloads() {
+    let e = Env::new().await;
+    e.user("bob", Some("Finance"), &[]).await;
+    e.method("bob", MethodKind::Sms).await;
+    let auditor = e.session("ann", &["auditor"]).await;
+
+    let (r, csp) = e.page("/admin/reports", &auditor).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains(r#"name="from""#) && r.text().contains(r#"type="date""#));
+    assert!(csp.contains("style-src 'self'"), "{csp}");
+
+    // ann (TOTP) and bob (SMS): 2 of 2 covered, 1 on SMS only.
+    let (r, _) = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &auditor).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    for needle in [
+        "100.0%",
+        "2 of 2 active users",
+        "Users on SMS or voice only",
+        "/static/evidence.css",
+        "format=pdf",
+        "<svg",
+    ] {
+        assert!(html.contains(needle), "console page lacks {needle}");
+    }
+    // The page's CSP allows no inline style: the report's stylesheet is a file.
+    assert!(!html.contains("<style"));
+    let (css, _) = e.page("/static/evidence.css", &auditor).await;
+    assert!(css.content_type.starts_with("text/css") && css.text().contains("@media print"));
+
+    let (r, _) = e.page("/admin/reports?from=2023-11-30&to=2023-11-01", &auditor).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("after its"), "{}", r.text());
+
+    let (r, _) = e
+        .page(
+            "/admin/reports/evidence?from=2023-11-01&to=2023-11-30&format=pdf",
+            &auditor,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type, "application/pdf");
+    assert!(r.disposition.starts_with("attachment") && r.body.starts_with(b"%PDF-"));
+    let (r, _) = e
+        .page(
+            "/admin/reports/evidence?from=2023-11-01&to=2023-11-30&format=csv",
+            &auditor,
+        )
+        .await;
+    assert!(
+        r.text().contains("# summary") && r.text().contains("sms_only_users,1"),
+        "{}",
+        r.text()
+    );
+
+    // Helpdesk agents do not read evidence.
+    let helpdesk = e.session("hal", &["helpdesk"]).await;
+    let (r, _) = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &helpdesk).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
