@@ -5,6 +5,7 @@
 pub mod analyzer;
 pub mod audit;
 pub mod device;
+pub mod evidence;
 pub mod helpdesk;
 pub mod model;
 pub mod oidc;

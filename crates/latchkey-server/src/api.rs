@@ -940,6 +940,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::oidc::http::OidcDoc::openapi());
     doc.merge(crate::radius::http::RadiusDoc::openapi());
     doc.merge(crate::api_webauthn::WebauthnDoc::openapi());
+    doc.merge(crate::api_evidence::EvidenceDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
@@ -969,6 +970,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(audit_page))
         .route("/api/v1/audit/verify", get(audit_verify))
         .merge(crate::api_webauthn::routes())
+        .merge(crate::api_evidence::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(

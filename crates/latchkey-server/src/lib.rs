@@ -3,12 +3,14 @@
 //! the CLI.
 
 pub mod api;
+pub mod api_evidence;
 pub mod api_policy;
 pub mod api_recovery;
 pub mod api_webauthn;
 pub mod app;
 pub mod clock;
 pub mod error;
+pub mod evidence;
 pub mod extract;
 pub mod oidc;
 pub mod policy;

@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod evidence;
 pub mod keys;
 mod methods;
 mod oidc;

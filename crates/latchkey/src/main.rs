@@ -7,6 +7,7 @@ mod bench;
 mod federation;
 mod helpdesk;
 mod policy_cmd;
+mod report_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,6 +120,11 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: policy_cmd::PolicyCmd,
+    },
+    /// Reports: `report evidence` for auditors and insurers.
+    Report {
+        #[command(subcommand)]
+        cmd: report_cmd::ReportCmd,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -301,6 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
             let app = cli.db.app(cli.db.config()).await?;
             policy_cmd::run(&app, cmd).await
         }
+        Cmd::Report { cmd } => report_cmd::run(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Bench(args) => bench::run(&cli.db.data, cli.db.database_url.as_deref(), args).await,
         Cmd::Admin {
             cmd: AdminCmd::ApiToken { cmd },

@@ -14,6 +14,7 @@ pub enum Section {
     Helpdesk,
     Admin,
     Audit,
+    Reports,
 }
 
 pub fn page(ctx: &Ctx, title: &str, section: Section, body: Markup) -> Markup {
@@ -52,6 +53,7 @@ pub fn page(ctx: &Ctx, title: &str, section: Section, body: Markup) -> Markup {
                             }
                             @if can(p, Role::Auditor) {
                                 (nav_link("/admin/audit", "Audit log", Section::Audit))
+                                (nav_link("/admin/reports", "Evidence reports", Section::Reports))
                             }
                         }
                         form.signout method="post" action="/signout" {

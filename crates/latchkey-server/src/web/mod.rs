@@ -17,6 +17,7 @@ mod pages_admin;
 mod pages_campaign;
 mod pages_cases;
 mod pages_helpdesk;
+mod pages_reports;
 mod pages_security;
 mod pages_signin;
 pub mod proxy;
@@ -86,6 +87,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(pages_helpdesk::routes())
         .merge(pages_cases::routes())
         .merge(pages_admin::routes())
+        .merge(pages_reports::routes())
         .route("/signout", post(pages_signin::signout))
         .layer(axum::middleware::from_fn_with_state(app, csrf::guard))
         .layer(SetResponseHeaderLayer::overriding(
