@@ -4,6 +4,7 @@
 
 pub mod analyzer;
 pub mod audit;
+pub mod detect;
 pub mod device;
 pub mod helpdesk;
 pub mod model;

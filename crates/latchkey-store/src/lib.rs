@@ -13,6 +13,7 @@ mod auth;
 pub mod keys;
 mod methods;
 mod oidc;
+mod ops;
 mod policy;
 mod radius;
 mod recovery;
@@ -31,6 +32,7 @@ pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRec
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
 pub use oidc::{CodeRecord, GrantRecord, OidcClientRecord, SigningKeyRecord, TokenRecord};
+pub use ops::{SignInDetail, SignInFilter, SignInRecord};
 pub use policy::{
     AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
 };
