@@ -563,6 +563,9 @@ impl App {
             .await?;
             raised.push((kind.to_owned(), severity.to_owned(), d.target.clone()));
         }
+        if raised.is_empty() {
+            return Ok(vec![]); // all deduplicated: nothing written, roll back
+        }
         tx.commit().await?;
         let mut out = vec![];
         for (kind, severity, target) in raised {
