@@ -4,6 +4,7 @@
 
 pub mod analyzer;
 pub mod audit;
+pub mod detect;
 pub mod device;
 pub mod evidence;
 pub mod helpdesk;

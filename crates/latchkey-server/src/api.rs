@@ -941,6 +941,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::radius::http::RadiusDoc::openapi());
     doc.merge(crate::api_webauthn::WebauthnDoc::openapi());
     doc.merge(crate::api_evidence::EvidenceDoc::openapi());
+    doc.merge(crate::api_ops::OpsDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
@@ -948,6 +949,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(crate::api_recovery::routes())
         .merge(crate::api_policy::routes())
+        .merge(crate::api_ops::routes())
         .merge(crate::oidc::http::routes())
         .merge(crate::radius::http::routes())
         .route("/api/v1/users", post(create_user).get(list_users))

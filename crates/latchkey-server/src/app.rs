@@ -58,6 +58,8 @@ pub struct Config {
     pub rp_id: Option<String>,
     /// WebAuthn origin; derived from `public_url` when unset.
     pub rp_origin: Option<String>,
+    /// Sign-in log retention, detections, alert sinks (crate::ops).
+    pub ops: crate::ops::OpsConfig,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             oidc: Default::default(),
             rp_id: None,
             rp_origin: None,
+            ops: Default::default(),
         }
     }
 }
@@ -228,6 +231,8 @@ pub struct App {
     dummy_hash: String,
     /// The parsed conditional-access set, re-read when its generation changes.
     pub(crate) policy_cache: crate::policy::PolicyCache,
+    /// Detection engine wake-ups (crate::ops).
+    pub(crate) ops: crate::ops::OpsState,
 }
 
 fn user_key(username: &str) -> String {
@@ -247,6 +252,7 @@ impl App {
             clock,
             dummy_hash,
             policy_cache: Default::default(),
+            ops: Default::default(),
         })
     }
 
@@ -882,6 +888,7 @@ impl App {
         username: &str,
         user_id: Option<String>,
         ctx: &SignInContext,
+        method: VerifyMethod,
         result: &AppResult<()>,
     ) -> AppResult<()> {
         match result {
@@ -892,7 +899,10 @@ impl App {
                 | AppError::InvalidPass
                 | AppError::WebauthnRejected(_)
                 | AppError::WebauthnCounterRegression),
-            ) => self.log_failure(username, user_id, ctx, failure_reason(e)).await,
+            ) => {
+                self.log_failure(username, user_id, ctx, method.as_str(), failure_reason(e))
+                    .await
+            }
             _ => self.refund_attempt(username, ctx).await,
         }
     }
@@ -902,10 +912,11 @@ impl App {
         username: &str,
         user_id: Option<String>,
         ctx: &SignInContext,
+        method: &str,
         reason: &str,
     ) -> AppResult<()> {
-        self.store
-            .log_signin(&SignInLogEntry {
+        self.record_signin(
+            SignInLogEntry {
                 at: self.now(),
                 user_id,
                 username: username.to_owned(),
@@ -915,8 +926,12 @@ impl App {
                 reason: Some(reason.to_owned()),
                 methods: vec![],
                 acr: None,
-            })
-            .await?;
+            },
+            ctx,
+            &[method],
+            None,
+        )
+        .await?;
         tracing::info!(user = username, reason, "sign-in step failed");
         Ok(())
     }
@@ -1023,8 +1038,14 @@ impl App {
                 Ok(false) => Err(AppError::InvalidCredentials),
                 Err(e) => Err(e),
             };
-            self.settle_attempt(username, user.as_ref().map(|u| u.id.clone()), ctx, &checked)
-                .await?;
+            self.settle_attempt(
+                username,
+                user.as_ref().map(|u| u.id.clone()),
+                ctx,
+                VerifyMethod::Password,
+                &checked,
+            )
+            .await?;
             checked?;
             let user = user.as_ref().expect("verified password implies a user");
             self.rehash_if_needed(user, password).await?;
@@ -1149,7 +1170,7 @@ impl App {
             }
         }
         .await;
-        self.settle_attempt(&rec.username, rec.user_id.clone(), &ctx, &checked)
+        self.settle_attempt(&rec.username, rec.user_id.clone(), &ctx, method, &checked)
             .await?;
         checked?;
         let user = user.expect("a verified step implies a user");
@@ -1270,8 +1291,14 @@ impl App {
                 self.store
                     .record_failure(&user_key(&user.username), &self.config.user_lock, now)
                     .await?;
-                self.log_failure(&user.username, Some(user.id.clone()), ctx, "invalid_pass")
-                    .await?;
+                self.log_failure(
+                    &user.username,
+                    Some(user.id.clone()),
+                    ctx,
+                    VerifyMethod::TemporaryAccessPass.as_str(),
+                    "invalid_pass",
+                )
+                .await?;
                 return Err(AppError::InvalidPass);
             }
             tx.audit(
@@ -1317,23 +1344,24 @@ impl App {
         reason: Option<&str>,
         decision: Option<&latchkey_core::policy::Decision>,
     ) -> AppResult<()> {
-        self.store
-            .log_signin_with_decision(
-                &SignInLogEntry {
-                    at: self.now(),
-                    user_id: Some(user.id.clone()),
-                    username: user.username.clone(),
-                    application: ctx.application.clone(),
-                    source_ip: ctx.source_ip.clone(),
-                    result: "success".into(),
-                    reason: reason.map(str::to_owned),
-                    methods: session.methods.clone(),
-                    acr: Some(session.acr.clone()),
-                },
-                decision.map(crate::policy::decision_log).as_ref(),
-            )
-            .await?;
-        Ok(())
+        let tried: Vec<&str> = session.methods.iter().map(String::as_str).collect();
+        self.record_signin(
+            SignInLogEntry {
+                at: self.now(),
+                user_id: Some(user.id.clone()),
+                username: user.username.clone(),
+                application: ctx.application.clone(),
+                source_ip: ctx.source_ip.clone(),
+                result: "success".into(),
+                reason: reason.map(str::to_owned),
+                methods: session.methods.clone(),
+                acr: Some(session.acr.clone()),
+            },
+            ctx,
+            &tried,
+            decision,
+        )
+        .await
     }
 
     // ---- bearer authentication ----------------------------------------

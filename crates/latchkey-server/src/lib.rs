@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_evidence;
+pub mod api_ops;
 pub mod api_policy;
 pub mod api_recovery;
 pub mod api_webauthn;
@@ -12,7 +13,10 @@ pub mod clock;
 pub mod error;
 pub mod evidence;
 pub mod extract;
+pub mod metrics;
 pub mod oidc;
+pub mod ops;
+pub mod ops_sinks;
 pub mod policy;
 pub mod qr;
 pub mod radius;
@@ -93,6 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::map_response(ensure_problem))
+        .layer(axum::middleware::from_fn(metrics::track_latency))
         .layer(axum::middleware::from_fn_with_state(app.clone(), web::proxy::forwarded))
         // Responses carry tokens and codes: never cache them; never sniff.
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -116,9 +121,11 @@ pub fn router(app: Arc<App>) -> Router {
 /// Purge expired flows and sessions every minute (abort the handle to stop).
 pub(crate) fn spawn_housekeeping(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let _ops_tasks = ops::spawn_tasks(app.clone());
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
+            ops::housekeeping(&app).await;
             if let Err(e) = app.store.purge_expired(app.now()).await {
                 tracing::warn!(error = %e, "purging expired flows and sessions failed");
             }

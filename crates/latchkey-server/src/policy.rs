@@ -36,6 +36,17 @@ pub(crate) struct CachedPolicies {
     break_glass: HashSet<String>,
 }
 
+impl CachedPolicies {
+    /// The first named location (in set order) whose ranges contain `ip`.
+    pub(crate) fn named_location_of(&self, ip: IpAddr) -> Option<String> {
+        self.effective
+            .named_locations
+            .iter()
+            .find(|l| l.ranges.iter().any(|r| r.contains(&ip)))
+            .map(|l| l.name.clone())
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct PolicyCache(RwLock<Option<(Arc<CachedPolicies>, Vec<RolloutWave>)>>);
 
@@ -312,6 +323,8 @@ impl App {
         let p = profile(user, c.break_glass.contains(&user.id));
         let mut actx = self.access_context(ctx);
         actx.action = action;
+        // Sign-in risk from detections about this user and source (issue 8).
+        actx.risk = self.signin_risk(user, ctx).await?.0;
         if let Some(id) = &ctx.device_id {
             if let Some(posture) = self.device_posture(user, id).await? {
                 actx.device = Some(posture);
@@ -335,23 +348,23 @@ impl App {
         reason: &str,
         d: &Decision,
     ) -> AppResult<()> {
-        self.store
-            .log_signin_with_decision(
-                &SignInLogEntry {
-                    at: self.now(),
-                    user_id: Some(user.id.clone()),
-                    username: user.username.clone(),
-                    application: ctx.application.clone(),
-                    source_ip: ctx.source_ip.clone(),
-                    result: "failure".into(),
-                    reason: Some(reason.into()),
-                    methods: vec![],
-                    acr: None,
-                },
-                Some(&decision_log(d)),
-            )
-            .await?;
-        Ok(())
+        self.record_signin(
+            SignInLogEntry {
+                at: self.now(),
+                user_id: Some(user.id.clone()),
+                username: user.username.clone(),
+                application: ctx.application.clone(),
+                source_ip: ctx.source_ip.clone(),
+                result: "failure".into(),
+                reason: Some(reason.into()),
+                methods: vec![],
+                acr: None,
+            },
+            ctx,
+            &[],
+            Some(d),
+        )
+        .await
     }
 
     /// Evaluate after the first factor (so policy never leaks to someone

@@ -36,7 +36,7 @@ pub struct AuditPage {
     pub next_after: i64,
 }
 
-fn record_from_row(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
+pub(crate) fn record_from_row(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
     Ok(AuditRecord {
         seq: r.try_get("seq")?,
         at_ms: r.try_get("at_ms")?,

@@ -14,6 +14,7 @@ mod evidence;
 pub mod keys;
 mod methods;
 mod oidc;
+mod ops;
 mod policy;
 mod radius;
 mod recovery;
@@ -32,6 +33,7 @@ pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRec
 pub use keys::Keys;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
 pub use oidc::{CodeRecord, GrantRecord, OidcClientRecord, SigningKeyRecord, TokenRecord};
+pub use ops::{SignInDetail, SignInFilter, SignInRecord};
 pub use policy::{
     AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
 };

@@ -84,6 +84,27 @@ pub struct AlertRecord {
     pub target: String,
     pub details: serde_json::Value,
     pub acknowledged_at: Option<i64>,
+    /// open | acknowledged | resolved (migration 0007).
+    pub status: String,
+    pub handled_by: Option<String>,
+    pub handled_at: Option<i64>,
+    pub resolution: Option<String>,
+}
+
+pub(crate) fn alert_from_row(r: &sqlx::any::AnyRow) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        severity: r.try_get("severity")?,
+        target: r.try_get("target")?,
+        details: serde_json::from_str(&r.try_get::<String, _>("details_json")?).map_err(corrupt("alert"))?,
+        acknowledged_at: r.try_get("acknowledged_at")?,
+        status: r.try_get("status")?,
+        handled_by: r.try_get("handled_by")?,
+        handled_at: r.try_get("handled_at")?,
+        resolution: r.try_get("resolution")?,
+    })
 }
 
 /// One row of the sign-in log, for replay.
@@ -264,20 +285,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AlertRecord {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    severity: r.try_get("severity")?,
-                    target: r.try_get("target")?,
-                    details: serde_json::from_str(&r.try_get::<String, _>("details_json")?)
-                        .map_err(corrupt("alert"))?,
-                    acknowledged_at: r.try_get("acknowledged_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(alert_from_row).collect()
     }
 
     pub async fn rollout_waves(&self) -> Result<Vec<RolloutWave>> {
@@ -320,23 +328,9 @@ impl Store {
         e: &SignInLogEntry,
         decision: Option<&serde_json::Value>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr, policy_json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(e.at)
-        .bind(e.user_id.clone())
-        .bind(&e.username)
-        .bind(e.application.clone())
-        .bind(e.source_ip.clone())
-        .bind(&e.result)
-        .bind(e.reason.clone())
-        .bind(to_json(&e.methods))
-        .bind(e.acr.clone())
-        .bind(decision.map(to_json))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.log_signin_detailed(e, &crate::SignInDetail::default(), decision)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -6,6 +6,7 @@
 mod bench;
 mod federation;
 mod helpdesk;
+mod ops_cmd;
 mod policy_cmd;
 mod report_cmd;
 
@@ -54,6 +55,8 @@ struct DbArgs {
     /// Allow multi-use passes (for onboarding several devices).
     #[arg(long, global = true, env = "LATCHKEY_TAP_ALLOW_MULTI_USE")]
     tap_allow_multi_use: bool,
+    #[command(flatten)]
+    ops: ops_cmd::OpsArgs,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +128,13 @@ enum Cmd {
     Report {
         #[command(subcommand)]
         cmd: report_cmd::ReportCmd,
+    },
+    /// The sign-in log, newest first (filters: --user --app --result --from --to).
+    Signins(ops_cmd::SigninsArgs),
+    /// Alerts raised by detections: list, acknowledge, resolve, run detections now.
+    Alerts {
+        #[command(subcommand)]
+        cmd: ops_cmd::AlertsCmd,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -212,6 +222,14 @@ enum UserCmd {
     SetPassword { username: String },
     /// Clear a sign-in lockout.
     Unlock { username: String },
+    /// What changed for a user: methods, passes, exceptions, policy changes.
+    Timeline {
+        username: String,
+        #[arg(long, default_value_t = 500)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +271,7 @@ impl DbArgs {
         c.tap.max_minutes = self.tap_max_minutes;
         c.tap.default_minutes = self.tap_default_minutes;
         c.tap.allow_multi_use = self.tap_allow_multi_use;
+        self.ops.apply(&mut c);
         c
     }
 
@@ -299,6 +318,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Device { cmd } => helpdesk::run_device(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Oidc { cmd } => federation::oidc(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Radius { cmd } => federation::radius(&*cli.db.app(cli.db.config()).await?, cmd).await,
+        Cmd::Signins(a) => ops_cmd::signins(&*cli.db.app(cli.db.config()).await?, a).await,
+        Cmd::Alerts { cmd } => ops_cmd::alerts(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Openapi => {
             println!("{}", latchkey_server::api::openapi_json());
             Ok(())
@@ -411,6 +432,9 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     app.set_password(&op, &username, pw).await?;
                     println!("password set for {username}");
+                }
+                UserCmd::Timeline { username, limit, json } => {
+                    ops_cmd::timeline(&app, &username, limit, json).await?;
                 }
                 UserCmd::Unlock { username } => {
                     app.clear_lockout(&op, &username).await?;
