@@ -33,7 +33,9 @@ struct Env {
     clock: Arc<ManualClock>,
     router: axum::Router,
     admin: String,
-    dir: tempfile::TempDir,
+    /// The database, for what this branch has no API for (acknowledging alerts).
+    url: String,
+    _guard: (Option<tempfile::TempDir>, Option<common::PgDatabase>),
 }
 
 struct Resp {
@@ -56,6 +58,25 @@ impl Env {
     async fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+        Env::on(store, url, (Some(dir), None)).await
+    }
+
+    /// `None` (after a loud line on stderr) without LATCHKEY_TEST_POSTGRES_URL.
+    async fn postgres(test: &str) -> Option<Env> {
+        let Ok(admin_url) = std::env::var(common::PG_ENV) else {
+            eprintln!(
+                "SKIPPED (PostgreSQL): {} is not set; {test} did not run against PostgreSQL",
+                common::PG_ENV
+            );
+            return None;
+        };
+        let db = common::PgDatabase::create(&admin_url).await;
+        let store = Store::connect(&db.url).await.unwrap();
+        Some(Env::on(store, db.url.clone(), (None, Some(db))).await)
+    }
+
+    async fn on(store: Store, url: String, guard: (Option<tempfile::TempDir>, Option<common::PgDatabase>)) -> Env {
         let clock = Arc::new(ManualClock::new(T0));
         let config = common::cheap_config();
         let app = Arc::new(
@@ -75,7 +96,8 @@ impl Env {
             clock,
             router,
             admin,
-            dir,
+            url,
+            _guard: guard,
         }
     }
 
@@ -225,8 +247,7 @@ impl Env {
         tx.commit().await.unwrap();
         if acknowledged {
             // Acknowledging belongs to the operations feature; the report only reads the column.
-            let url = format!("sqlite://{}", self.dir.path().join("latchkey.db").display());
-            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let mut c = sqlx::AnyConnection::connect(&self.url).await.unwrap();
             sqlx::query("UPDATE policy_alerts SET acknowledged_at = $1 WHERE id = (SELECT MAX(id) FROM policy_alerts)")
                 .bind(at + 60)
                 .execute(&mut c)
@@ -237,8 +258,7 @@ impl Env {
 }
 
 /// The seeded organisation; the report is generated two days after T0.
-async fn seeded() -> Env {
-    let e = Env::new().await;
+async fn seeded(e: Env) -> Env {
     e.user("root", Some("IT"), &["admin"]).await;
     e.user("helen", Some("IT"), &["helpdesk"]).await;
     e.user("sam", Some("Security"), &["security_admin"]).await;
@@ -341,7 +361,17 @@ const PERIOD: &str = "from=2023-11-01&to=2023-11-30";
 
 #[tokio::test]
 async fn the_report_states_the_exact_figures_in_every_format() {
-    let e = seeded().await;
+    exact_figures(seeded(Env::new().await).await).await;
+}
+
+#[tokio::test]
+async fn postgres_the_report_states_the_exact_figures() {
+    if let Some(e) = Env::postgres("postgres_the_report_states_the_exact_figures").await {
+        exact_figures(seeded(e).await).await;
+    }
+}
+
+async fn exact_figures(e: Env) {
     let r = e
         .call(
             Method::GET,
