@@ -111,6 +111,10 @@ async fn run_in(
     ] {
         let t = Instant::now();
         let out = render(&report, f);
+        // For looking at the documents a large installation gets.
+        if let Ok(dir) = std::env::var("LATCHKEY_BENCH_REPORT_OUT") {
+            std::fs::write(std::path::Path::new(&dir).join(&out.filename), &out.body)?;
+        }
         renders.insert(
             f.as_str().into(),
             json!({ "ms": ms(t.elapsed()), "bytes": out.body.len() }),

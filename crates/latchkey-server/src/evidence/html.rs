@@ -7,7 +7,7 @@
 use latchkey_core::evidence::{CoveragePoint, EvidenceReport};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::{class_name, fmt_opt, fmt_pct, fmt_time, kind_name};
+use super::{class_name, fmt_opt, fmt_pct, fmt_time, kind_name, more_note, LIST_LIMIT};
 
 pub const CSS: &str = r#"
 .evidence { font-family: "Helvetica Neue", Helvetica, Arial, sans-serif; color: #1a1f2b; max-width: 60rem; margin: 0 auto; line-height: 1.45; }
@@ -132,7 +132,7 @@ pub fn body(r: &EvidenceReport) -> Markup {
                     table {
                         thead { tr { th { "Account" } th { "Roles" } th { "Strongest method" } th { "Class" } th { "Phishing resistant" } } }
                         tbody {
-                            @for p in &r.privileged {
+                            @for p in r.privileged.iter().take(LIST_LIMIT) {
                                 tr {
                                     td { (p.username) br; small { (p.display_name) } }
                                     td { (p.roles.join(", ")) }
@@ -143,6 +143,7 @@ pub fn body(r: &EvidenceReport) -> Markup {
                             }
                         }
                     }
+                    @if let Some(n) = more_note(r.privileged.len()) { p.note { (n) } }
                 }
             }
             section #sms-only {
@@ -152,11 +153,12 @@ pub fn body(r: &EvidenceReport) -> Markup {
                     table {
                         thead { tr { th { "User" } th { "Department" } th { "Methods" } th { "Privileged" } } }
                         tbody {
-                            @for u in &r.sms_only {
+                            @for u in r.sms_only.iter().take(LIST_LIMIT) {
                                 tr { td { (u.username) br; small { (u.display_name) } } td { (u.department.as_deref().unwrap_or("-")) } td { (u.kinds.join(", ")) } td { (yes_no(!u.privileged, "no", "yes")) } }
                             }
                         }
                     }
+                    @if let Some(n) = more_note(r.sms_only.len()) { p.note { (n) } }
                 }
             }
             section #exceptions {

@@ -123,6 +123,15 @@ pub(crate) fn class_name(class: &str) -> &'static str {
     }
 }
 
+/// People lists in the documents (HTML, PDF) stop here; JSON and CSV list everyone.
+pub(crate) const LIST_LIMIT: usize = 200;
+
+/// The note under a list cut at [`LIST_LIMIT`].
+pub(crate) fn more_note(total: usize) -> Option<String> {
+    (total > LIST_LIMIT)
+        .then(|| format!("The first {LIST_LIMIT} of {total} are listed; the JSON and CSV formats list all of them."))
+}
+
 /// A rendered report.
 pub struct Rendered {
     pub content_type: &'static str,

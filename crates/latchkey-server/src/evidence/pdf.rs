@@ -12,7 +12,7 @@
 use latchkey_core::evidence::{CoveragePoint, EvidenceReport};
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
-use super::{class_name, fmt_opt, fmt_pct, fmt_time, kind_name};
+use super::{class_name, fmt_opt, fmt_pct, fmt_time, kind_name, more_note, LIST_LIMIT};
 
 const W: f32 = 595.0;
 const H: f32 = 842.0;
@@ -551,6 +551,7 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
             ],
             &r.privileged
                 .iter()
+                .take(LIST_LIMIT)
                 .map(|p| {
                     vec![
                         p.username.clone(),
@@ -565,6 +566,9 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
                 })
                 .collect::<Vec<_>>(),
         );
+        if let Some(n) = more_note(r.privileged.len()) {
+            d.para(&n, 9.0, MUTED);
+        }
     }
 
     d.heading(&format!("3. {}", SECTIONS[2]));
@@ -581,6 +585,7 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
             ],
             &r.sms_only
                 .iter()
+                .take(LIST_LIMIT)
                 .map(|u| {
                     vec![
                         u.username.clone(),
@@ -592,6 +597,9 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
                 })
                 .collect::<Vec<_>>(),
         );
+        if let Some(n) = more_note(r.sms_only.len()) {
+            d.para(&n, 9.0, MUTED);
+        }
     }
 
     d.heading(&format!("4. {}", SECTIONS[3]));
