@@ -205,4 +205,39 @@ mod tests {
         assert!(parse_period("2026-02-01", "2026-01-01").is_err());
         assert!(EvidenceFormat::parse("docx").is_err());
     }
+
+    #[test]
+    fn documents_cut_long_lists_and_data_formats_do_not() {
+        use latchkey_core::evidence::{EvidenceInput, MethodRow, UserRow};
+        let n = LIST_LIMIT + 50;
+        let input = EvidenceInput {
+            users: (0..n)
+                .map(|i| UserRow {
+                    username: format!("sms{i:04}"),
+                    display_name: format!("SMS {i}"),
+                    active: true,
+                    ..Default::default()
+                })
+                .collect(),
+            methods: (0..n)
+                .map(|i| MethodRow {
+                    id: format!("m{i}"),
+                    username: format!("sms{i:04}"),
+                    kind: "sms".into(),
+                    active: true,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let r = EvidenceReport::build(&input, Period::new(0, 86_400).unwrap(), 86_400);
+        assert_eq!(r.sms_only.len(), n);
+        let note = format!("The first {LIST_LIMIT} of {n} are listed");
+        let html = String::from_utf8(render(&r, EvidenceFormat::Html).body).unwrap();
+        assert!(html.contains(&note) && html.contains("sms0199") && !html.contains("sms0200"));
+        let pdf = render(&r, EvidenceFormat::Pdf).body;
+        assert!(String::from_utf8_lossy(&pdf).contains(&note));
+        let csv = String::from_utf8(render(&r, EvidenceFormat::Csv).body).unwrap();
+        assert!(csv.contains("sms0249"));
+    }
 }
