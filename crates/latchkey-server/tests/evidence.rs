@@ -42,6 +42,7 @@ struct Resp {
     status: StatusCode,
     content_type: String,
     disposition: String,
+    csp: String,
     body: Vec<u8>,
 }
 
@@ -106,13 +107,18 @@ impl Env {
         if let Some(t) = token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let mut req = match body {
+        let req = match body {
             Some(v) => b
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(serde_json::to_vec(&v).unwrap()))
                 .unwrap(),
             None => b.body(Body::empty()).unwrap(),
         };
+        self.send(req).await
+    }
+
+    /// Send as if from a TCP peer (the server reads `ConnectInfo`).
+    async fn send(&self, mut req: Request<Body>) -> Resp {
         req.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([203, 0, 113, 7], 1))));
         let resp = self.router.clone().oneshot(req).await.unwrap();
@@ -129,6 +135,7 @@ impl Env {
             status: parts.status,
             content_type: h(header::CONTENT_TYPE),
             disposition: h(header::CONTENT_DISPOSITION),
+            csp: h(header::CONTENT_SECURITY_POLICY),
             body: axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec(),
         }
     }
@@ -822,39 +829,13 @@ impl Env {
         r.json()["session_token"].as_str().unwrap().to_owned()
     }
 
-    async fn page(&self, path: &str, session: &str) -> (Resp, String) {
-        let mut req = Request::builder()
+    async fn page(&self, path: &str, session: &str) -> Resp {
+        let req = Request::builder()
             .uri(path)
             .header(header::COOKIE, format!("lk_session={session}"))
             .body(Body::empty())
             .unwrap();
-        req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([203, 0, 113, 7], 1))));
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let csp = resp
-            .headers()
-            .get(header::CONTENT_SECURITY_POLICY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let (parts, body) = resp.into_parts();
-        let h = |k| {
-            parts
-                .headers
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        (
-            Resp {
-                status: parts.status,
-                content_type: h(header::CONTENT_TYPE),
-                disposition: h(header::CONTENT_DISPOSITION),
-                body: axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec(),
-            },
-            csp,
-        )
+        self.send(req).await
     }
 }
 
@@ -865,13 +846,13 @@ async fn the_console_shows_the_report_and_offers_downloads() {
     e.method("bob", MethodKind::Sms).await;
     let auditor = e.session("ann", &["auditor"]).await;
 
-    let (r, csp) = e.page("/admin/reports", &auditor).await;
+    let r = e.page("/admin/reports", &auditor).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text().contains(r#"name="from""#) && r.text().contains(r#"type="date""#));
-    assert!(csp.contains("style-src 'self'"), "{csp}");
+    assert!(r.csp.contains("style-src 'self'"), "{}", r.csp);
 
     // ann (TOTP) and bob (SMS): 2 of 2 covered, 1 on SMS only.
-    let (r, _) = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &auditor).await;
+    let r = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &auditor).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let html = r.text();
     for needle in [
@@ -886,14 +867,14 @@ async fn the_console_shows_the_report_and_offers_downloads() {
     }
     // The page's CSP allows no inline style: the report's stylesheet is a file.
     assert!(!html.contains("<style"));
-    let (css, _) = e.page("/static/evidence.css", &auditor).await;
+    let css = e.page("/static/evidence.css", &auditor).await;
     assert!(css.content_type.starts_with("text/css") && css.text().contains("@media print"));
 
-    let (r, _) = e.page("/admin/reports?from=2023-11-30&to=2023-11-01", &auditor).await;
+    let r = e.page("/admin/reports?from=2023-11-30&to=2023-11-01", &auditor).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().contains("after its"), "{}", r.text());
 
-    let (r, _) = e
+    let r = e
         .page(
             "/admin/reports/evidence?from=2023-11-01&to=2023-11-30&format=pdf",
             &auditor,
@@ -902,7 +883,7 @@ async fn the_console_shows_the_report_and_offers_downloads() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.content_type, "application/pdf");
     assert!(r.disposition.starts_with("attachment") && r.body.starts_with(b"%PDF-"));
-    let (r, _) = e
+    let r = e
         .page(
             "/admin/reports/evidence?from=2023-11-01&to=2023-11-30&format=csv",
             &auditor,
@@ -916,6 +897,6 @@ async fn the_console_shows_the_report_and_offers_downloads() {
 
     // Helpdesk agents do not read evidence.
     let helpdesk = e.session("hal", &["helpdesk"]).await;
-    let (r, _) = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &helpdesk).await;
+    let r = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &helpdesk).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
