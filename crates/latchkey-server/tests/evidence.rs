@@ -855,6 +855,7 @@ async fn the_console_shows_the_report_and_offers_downloads() {
     let r = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &auditor).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let html = r.text();
+    keep("console.html", &r.body);
     for needle in [
         "100.0%",
         "2 of 2 active users",
