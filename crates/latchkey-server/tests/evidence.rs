@@ -866,6 +866,8 @@ async fn the_console_shows_the_report_and_offers_downloads() {
     ] {
         assert!(html.contains(needle), "console page lacks {needle}");
     }
+    // Nobody privileged: the share is "n/a", not a failing 0 %.
+    assert!(html.contains("n/a") && html.contains("0 of 0 privileged users"));
     // The page's CSP allows no inline style: the report's stylesheet is a file.
     assert!(!html.contains("<style"));
     let css = e.page("/static/evidence.css", &auditor).await;

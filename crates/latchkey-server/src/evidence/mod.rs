@@ -101,6 +101,16 @@ pub(crate) fn fmt_pct(p: f64) -> String {
     format!("{p:.1}%")
 }
 
+/// A share of a population: "n/a" when there is nobody to count (0 of 0
+/// is not 0 %).
+pub(crate) fn fmt_share(p: f64, population: i64) -> String {
+    if population == 0 {
+        "n/a".into()
+    } else {
+        fmt_pct(p)
+    }
+}
+
 /// Human names of method kinds (unknown kinds are shown as stored).
 pub(crate) fn kind_name(kind: &str) -> String {
     match kind {
