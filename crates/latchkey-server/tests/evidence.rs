@@ -734,7 +734,7 @@ async fn bad_input_is_refused_with_a_problem_document() {
 async fn only_admins_and_auditors_may_read_evidence() {
     let e = Env::new().await;
     for (name, roles) in [("aud", vec!["auditor"]), ("hd", vec!["helpdesk"]), ("u", vec![])] {
-        e.user(name, None, &roles.iter().map(|r| *r).collect::<Vec<_>>()).await;
+        e.user(name, None, &roles).await;
         e.ok(
             Method::PUT,
             &format!("/api/v1/users/{name}/password"),

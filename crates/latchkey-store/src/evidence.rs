@@ -239,7 +239,9 @@ impl Store {
         .bind(period.to)
         .fetch_all(&self.pool)
         .await?;
-        let mut merged: BTreeMap<(String, Option<String>, Option<String>, Vec<String>), i64> = BTreeMap::new();
+        // (result, reason, acr, required strengths) -> count
+        type Key = (String, Option<String>, Option<String>, Vec<String>);
+        let mut merged: BTreeMap<Key, i64> = BTreeMap::new();
         for r in &rows {
             let policy: Option<String> = r.try_get("policy_json")?;
             let required: Vec<String> = policy
