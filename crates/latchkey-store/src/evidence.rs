@@ -13,7 +13,12 @@ use latchkey_core::evidence::{
 use latchkey_core::policy::ExceptionSubject;
 use sqlx::Row;
 
-use crate::{json_vec, Result, Store};
+use crate::{json_vec, Result, SignInLogEntry, Store};
+
+/// Rows per multi-row INSERT when importing sign-ins. Measured: 100 rows
+/// (1,000 parameters) imports ~15x faster than 1,000 rows per statement
+/// through sqlx's `Any` driver, and stays far below both databases' limits.
+const IMPORT_BATCH: usize = 100;
 
 impl Store {
     /// Everything an evidence report for `period` needs, as of now.
@@ -234,7 +239,9 @@ impl Store {
         .bind(period.to)
         .fetch_all(&self.pool)
         .await?;
-        let mut merged: BTreeMap<(String, Option<String>, Option<String>, Vec<String>), i64> = BTreeMap::new();
+        // (result, reason, acr, required strengths) -> count
+        type Key = (String, Option<String>, Option<String>, Vec<String>);
+        let mut merged: BTreeMap<Key, i64> = BTreeMap::new();
         for r in &rows {
             let policy: Option<String> = r.try_get("policy_json")?;
             let required: Vec<String> = policy
@@ -255,6 +262,55 @@ impl Store {
                 count,
             })
             .collect())
+    }
+
+    /// Import sign-in log rows with their decisions in one transaction,
+    /// many rows per statement: history from another system, or a
+    /// benchmark's million rows. Live sign-ins use `log_signin_with_decision`.
+    pub async fn import_signins(&self, rows: &[(SignInLogEntry, Option<serde_json::Value>)]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(IMPORT_BATCH) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 10;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 8,
+                        b + 9,
+                        b + 10
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr, policy_json) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (e, decision) in chunk {
+                q = q
+                    .bind(e.at)
+                    .bind(e.user_id.clone())
+                    .bind(e.username.clone())
+                    .bind(e.application.clone())
+                    .bind(e.source_ip.clone())
+                    .bind(e.result.clone())
+                    .bind(e.reason.clone())
+                    .bind(serde_json::to_string(&e.methods).expect("strings serialise"))
+                    .bind(e.acr.clone())
+                    .bind(decision.as_ref().map(|d| d.to_string()));
+            }
+            n += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Alerts raised in the period per kind and severity; handled means acknowledged.

@@ -55,6 +55,9 @@ pub enum Scenario {
     /// lookup alone, lookup + decrypt + verify without the write, and the
     /// replay-guard write alone).
     TotpParts,
+    /// Not part of `all`: evidence-report generation over `--signins` sign-ins
+    /// (see bench_report.rs).
+    Report,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +92,9 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Sign-in log rows to seed for the report scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub signins: usize,
 }
 
 pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> anyhow::Result<()> {
@@ -96,7 +102,12 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
         bail!("--concurrency and --duration-secs must be at least 1");
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let want = |s: Scenario| args.scenario == s || (args.scenario == Scenario::All && s != Scenario::TotpParts);
+    if args.scenario == Scenario::Report {
+        return crate::bench_report::run(database_url, args.signins, args.json, machine(cores)).await;
+    }
+    let want = |s: Scenario| {
+        args.scenario == s || (args.scenario == Scenario::All && !matches!(s, Scenario::TotpParts | Scenario::Report))
+    };
     let backend = if database_url.is_some() { "postgres" } else { "sqlite" };
     let started = unix_secs() as i64;
     if cfg!(debug_assertions) {

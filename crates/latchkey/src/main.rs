@@ -4,6 +4,7 @@
 //! as the local operator: whoever can read the key file is the operator.
 
 mod bench;
+mod bench_report;
 mod federation;
 mod helpdesk;
 mod ops_cmd;

@@ -7,7 +7,7 @@
 use latchkey_core::evidence::{CoveragePoint, EvidenceReport};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::{class_name, fmt_opt, fmt_pct, fmt_time, kind_name};
+use super::{class_name, fmt_opt, fmt_pct, fmt_share, fmt_time, kind_name, more_note, LIST_LIMIT};
 
 pub const CSS: &str = r#"
 .evidence { font-family: "Helvetica Neue", Helvetica, Arial, sans-serif; color: #1a1f2b; max-width: 60rem; margin: 0 auto; line-height: 1.45; }
@@ -89,13 +89,13 @@ pub fn body(r: &EvidenceReport) -> Markup {
             section #summary {
                 h2 { "Summary" }
                 dl.figures {
-                    (figure("MFA coverage", fmt_pct(s.mfa_coverage_pct), format!("{} of {} active users", s.users_with_mfa, s.users)))
-                    (figure("Privileged users with phishing-resistant MFA", fmt_pct(s.privileged_phishing_resistant_pct),
+                    (figure("MFA coverage", fmt_share(s.mfa_coverage_pct, s.users), format!("{} of {} active users", s.users_with_mfa, s.users)))
+                    (figure("Privileged users with phishing-resistant MFA", fmt_share(s.privileged_phishing_resistant_pct, s.privileged_users),
                         format!("{} of {} privileged users", s.privileged_phishing_resistant, s.privileged_users)))
                     (figure("Users on SMS/voice only", s.sms_only_users.to_string(), "telephony is their only factor".into()))
                     (figure("Active exceptions", s.active_exceptions.to_string(), "each with an end date and approver".into()))
                     (figure("Break-glass tests overdue", s.break_glass_tests_overdue.to_string(), format!("of {} break-glass accounts", s.break_glass_accounts)))
-                    (figure("Completed sign-ins", s.signins_completed.to_string(), format!("{} phishing resistant", fmt_pct(s.signins_phishing_resistant_pct))))
+                    (figure("Completed sign-ins", s.signins_completed.to_string(), format!("{} phishing resistant", fmt_share(s.signins_phishing_resistant_pct, s.signins_completed))))
                     (figure("Detections in period", s.detections.to_string(), format!("{} open", s.detections_open)))
                     (figure("Conditional-access policies", s.policies.to_string(), format!("{} changes in period", s.policy_changes_in_period)))
                 }
@@ -132,7 +132,7 @@ pub fn body(r: &EvidenceReport) -> Markup {
                     table {
                         thead { tr { th { "Account" } th { "Roles" } th { "Strongest method" } th { "Class" } th { "Phishing resistant" } } }
                         tbody {
-                            @for p in &r.privileged {
+                            @for p in r.privileged.iter().take(LIST_LIMIT) {
                                 tr {
                                     td { (p.username) br; small { (p.display_name) } }
                                     td { (p.roles.join(", ")) }
@@ -143,6 +143,7 @@ pub fn body(r: &EvidenceReport) -> Markup {
                             }
                         }
                     }
+                    @if let Some(n) = more_note(r.privileged.len()) { p.note { (n) } }
                 }
             }
             section #sms-only {
@@ -152,11 +153,12 @@ pub fn body(r: &EvidenceReport) -> Markup {
                     table {
                         thead { tr { th { "User" } th { "Department" } th { "Methods" } th { "Privileged" } } }
                         tbody {
-                            @for u in &r.sms_only {
+                            @for u in r.sms_only.iter().take(LIST_LIMIT) {
                                 tr { td { (u.username) br; small { (u.display_name) } } td { (u.department.as_deref().unwrap_or("-")) } td { (u.kinds.join(", ")) } td { (yes_no(!u.privileged, "no", "yes")) } }
                             }
                         }
                     }
+                    @if let Some(n) = more_note(r.sms_only.len()) { p.note { (n) } }
                 }
             }
             section #exceptions {
@@ -297,7 +299,8 @@ fn coverage_chart(points: &[CoveragePoint]) -> Markup {
             }
             polyline points=(line.join(" ")) fill="none" stroke="#1f4e8c" stroke-width="2.5" {}
             circle cx=(x(last.at)) cy=(y(last.pct)) r="4" fill="#1f4e8c" {}
-            text x=(x(last.at) - 6.0) y=(y(last.pct) - 8.0) text-anchor="end" font-size="12" font-weight="bold" fill="#1a1f2b" { (fmt_pct(last.pct)) }
+            // Above the point, or below it when the point is at the top edge.
+            text x=(x(last.at) - 6.0) y=(if y(last.pct) - 8.0 < top + 10.0 { y(last.pct) + 16.0 } else { y(last.pct) - 8.0 }) text-anchor="end" font-size="12" font-weight="bold" fill="#1a1f2b" { (fmt_pct(last.pct)) }
             @for (p, anchor) in [(&points[0], "start"), (mid, "middle"), (last, "end")] {
                 text x=(x(p.at)) y=(h - 10.0) text-anchor=(anchor) font-size="11" fill="#4a5468" { (fmt_time(p.at, true)) }
             }

@@ -101,6 +101,16 @@ pub(crate) fn fmt_pct(p: f64) -> String {
     format!("{p:.1}%")
 }
 
+/// A share of a population: "n/a" when there is nobody to count (0 of 0
+/// is not 0 %).
+pub(crate) fn fmt_share(p: f64, population: i64) -> String {
+    if population == 0 {
+        "n/a".into()
+    } else {
+        fmt_pct(p)
+    }
+}
+
 /// Human names of method kinds (unknown kinds are shown as stored).
 pub(crate) fn kind_name(kind: &str) -> String {
     match kind {
@@ -121,6 +131,15 @@ pub(crate) fn class_name(class: &str) -> &'static str {
         "other" => "Other",
         _ => "No MFA method",
     }
+}
+
+/// People lists in the documents (HTML, PDF) stop here; JSON and CSV list everyone.
+pub(crate) const LIST_LIMIT: usize = 200;
+
+/// The note under a list cut at [`LIST_LIMIT`].
+pub(crate) fn more_note(total: usize) -> Option<String> {
+    (total > LIST_LIMIT)
+        .then(|| format!("The first {LIST_LIMIT} of {total} are listed; the JSON and CSV formats list all of them."))
 }
 
 /// A rendered report.
@@ -195,5 +214,40 @@ mod tests {
         assert!(parse_report_time("yesterday", false).is_err());
         assert!(parse_period("2026-02-01", "2026-01-01").is_err());
         assert!(EvidenceFormat::parse("docx").is_err());
+    }
+
+    #[test]
+    fn documents_cut_long_lists_and_data_formats_do_not() {
+        use latchkey_core::evidence::{EvidenceInput, MethodRow, UserRow};
+        let n = LIST_LIMIT + 50;
+        let input = EvidenceInput {
+            users: (0..n)
+                .map(|i| UserRow {
+                    username: format!("sms{i:04}"),
+                    display_name: format!("SMS {i}"),
+                    active: true,
+                    ..Default::default()
+                })
+                .collect(),
+            methods: (0..n)
+                .map(|i| MethodRow {
+                    id: format!("m{i}"),
+                    username: format!("sms{i:04}"),
+                    kind: "sms".into(),
+                    active: true,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let r = EvidenceReport::build(&input, Period::new(0, 86_400).unwrap(), 86_400);
+        assert_eq!(r.sms_only.len(), n);
+        let note = format!("The first {LIST_LIMIT} of {n} are listed");
+        let html = String::from_utf8(render(&r, EvidenceFormat::Html).body).unwrap();
+        assert!(html.contains(&note) && html.contains("sms0199") && !html.contains("sms0200"));
+        let pdf = render(&r, EvidenceFormat::Pdf).body;
+        assert!(String::from_utf8_lossy(&pdf).contains(&note));
+        let csv = String::from_utf8(render(&r, EvidenceFormat::Csv).body).unwrap();
+        assert!(csv.contains("sms0249"));
     }
 }

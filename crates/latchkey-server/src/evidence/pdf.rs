@@ -12,7 +12,7 @@
 use latchkey_core::evidence::{CoveragePoint, EvidenceReport};
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
-use super::{class_name, fmt_opt, fmt_pct, fmt_time, kind_name};
+use super::{class_name, fmt_opt, fmt_pct, fmt_share, fmt_time, kind_name, more_note, LIST_LIMIT};
 
 const W: f32 = 595.0;
 const H: f32 = 842.0;
@@ -364,12 +364,12 @@ fn title_page(d: &mut Doc, r: &EvidenceReport) {
     let cards: [(&str, String, String); 8] = [
         (
             "MFA coverage",
-            fmt_pct(s.mfa_coverage_pct),
+            fmt_share(s.mfa_coverage_pct, s.users),
             format!("{} of {} active users", s.users_with_mfa, s.users),
         ),
         (
             "Privileged users, phishing resistant",
-            fmt_pct(s.privileged_phishing_resistant_pct),
+            fmt_share(s.privileged_phishing_resistant_pct, s.privileged_users),
             format!(
                 "{} of {} privileged users",
                 s.privileged_phishing_resistant, s.privileged_users
@@ -393,7 +393,10 @@ fn title_page(d: &mut Doc, r: &EvidenceReport) {
         (
             "Completed sign-ins",
             s.signins_completed.to_string(),
-            format!("{} phishing resistant", fmt_pct(s.signins_phishing_resistant_pct)),
+            format!(
+                "{} phishing resistant",
+                fmt_share(s.signins_phishing_resistant_pct, s.signins_completed)
+            ),
         ),
         (
             "Detections in period",
@@ -533,7 +536,7 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
              method ({}).",
             r.summary.privileged_phishing_resistant,
             r.summary.privileged_users,
-            fmt_pct(r.summary.privileged_phishing_resistant_pct)
+            fmt_share(r.summary.privileged_phishing_resistant_pct, r.summary.privileged_users)
         ),
         9.0,
         MUTED,
@@ -551,6 +554,7 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
             ],
             &r.privileged
                 .iter()
+                .take(LIST_LIMIT)
                 .map(|p| {
                     vec![
                         p.username.clone(),
@@ -565,6 +569,9 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
                 })
                 .collect::<Vec<_>>(),
         );
+        if let Some(n) = more_note(r.privileged.len()) {
+            d.para(&n, 9.0, MUTED);
+        }
     }
 
     d.heading(&format!("3. {}", SECTIONS[2]));
@@ -581,6 +588,7 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
             ],
             &r.sms_only
                 .iter()
+                .take(LIST_LIMIT)
                 .map(|u| {
                     vec![
                         u.username.clone(),
@@ -592,6 +600,9 @@ fn sections(d: &mut Doc, r: &EvidenceReport) {
                 })
                 .collect::<Vec<_>>(),
         );
+        if let Some(n) = more_note(r.sms_only.len()) {
+            d.para(&n, 9.0, MUTED);
+        }
     }
 
     d.heading(&format!("4. {}", SECTIONS[3]));
