@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_policy;
+pub mod api_push;
 pub mod api_recovery;
 pub mod api_webauthn;
 pub mod app;
@@ -12,9 +13,11 @@ pub mod error;
 pub mod extract;
 pub mod oidc;
 pub mod policy;
+pub mod push;
 pub mod qr;
 pub mod radius;
 pub mod recovery;
+pub mod sms;
 pub mod tls;
 pub mod web;
 pub mod webauthn;

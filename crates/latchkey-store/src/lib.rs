@@ -14,6 +14,7 @@ pub mod keys;
 mod methods;
 mod oidc;
 mod policy;
+mod push;
 mod radius;
 mod recovery;
 mod signins;
@@ -34,6 +35,7 @@ pub use oidc::{CodeRecord, GrantRecord, OidcClientRecord, SigningKeyRecord, Toke
 pub use policy::{
     AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
 };
+pub use push::{PushDeviceRecord, PushPromptRecord, SmsCodeRecord};
 pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
 pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
