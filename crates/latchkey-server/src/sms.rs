@@ -74,6 +74,8 @@ impl MessageGateway for OutboxGateway {
             .await
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
         f.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+        // tokio's File writes in the background: only a flush says it is done.
+        f.flush().await.map_err(|e| e.to_string())?;
         tracing::warn!(path = %self.path.display(), channel = %m.channel, "DEVELOPMENT-ONLY outbox gateway: message written to a file, not sent");
         Ok(())
     }
