@@ -7,6 +7,7 @@ mod bench;
 mod federation;
 mod helpdesk;
 mod policy_cmd;
+mod push_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ struct DbArgs {
     /// Allow multi-use passes (for onboarding several devices).
     #[arg(long, global = true, env = "LATCHKEY_TAP_ALLOW_MULTI_USE")]
     tap_allow_multi_use: bool,
+    #[command(flatten)]
+    push: push_cmd::PushSmsArgs,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +250,7 @@ impl DbArgs {
         c.tap.max_minutes = self.tap_max_minutes;
         c.tap.default_minutes = self.tap_default_minutes;
         c.tap.allow_multi_use = self.tap_allow_multi_use;
+        self.push.apply(&mut c, &self.data);
         c
     }
 
@@ -531,6 +535,7 @@ async fn serve(
     config.web.trusted_proxies = web.trusted_proxies;
     let app = db.app(config.clone()).await?;
     println!("Latchkey listening on {scheme}://{addr}");
+    push_cmd::announce(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
     let radius_task = match radius_socket {
         Some(sock) => {
