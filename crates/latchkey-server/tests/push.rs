@@ -366,8 +366,19 @@ async fn an_approval_signed_by_another_key_is_refused() {
 
 #[tokio::test]
 async fn an_approval_after_expiry_is_refused_and_logged_as_a_timeout() {
-    let h = Harness::sqlite().await;
-    user(&h, "frank").await;
+    late_approval(&Harness::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn an_approval_after_expiry_is_refused_on_postgres() {
+    let Some(h) = Harness::postgres("push::an_approval_after_expiry_is_refused_on_postgres").await else {
+        return;
+    };
+    late_approval(&h).await;
+}
+
+async fn late_approval(h: &Harness) {
+    user(h, "frank").await;
     let d = enroll(&h, "frank").await;
     let (flow, n) = start_push(&h, "frank").await;
     let p = pending_prompt(&h, &d).await;

@@ -16,6 +16,7 @@ mod layout;
 mod pages_admin;
 mod pages_cases;
 mod pages_helpdesk;
+mod pages_push;
 mod pages_security;
 mod pages_signin;
 pub mod proxy;
@@ -80,6 +81,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
             get(|| async { static_file(JS, "text/javascript; charset=utf-8") }),
         )
         .merge(pages_signin::routes())
+        .merge(pages_push::routes())
         .merge(pages_security::routes())
         .merge(pages_helpdesk::routes())
         .merge(pages_cases::routes())
