@@ -62,7 +62,7 @@ pub(super) fn enroll_card(ctx: &Ctx) -> Markup {
             (csrf_field(ctx))
             h3 { "Latchkey Authenticator (push)" }
             p { "Approve sign-ins on your phone by typing the number the sign-in screen shows." }
-            label for="push-label" { "Name (optional)" }
+            label for="push-label" { "Label for this device (optional)" }
             input #push-label type="text" name="label" maxlength="100" placeholder="e.g. Work phone";
             button.primary type="submit" { "Add Latchkey Authenticator" }
         }
