@@ -565,3 +565,111 @@ async fn push_needs_a_password_first_and_a_registered_device() {
         .await
         .expect_problem(StatusCode::NOT_FOUND, "flow-not-found");
 }
+
+// ---- RADIUS: the challenge carries the number; the answer waits for the device ----
+
+mod radius_push {
+    use super::*;
+    use latchkey_server::radius::packet::{self, Packet};
+    use latchkey_server::Principal;
+
+    const SECRET: &str = "nas-shared-secret-0123";
+
+    fn request(id: u8, user: &str, password: &str, state: Option<&[u8]>) -> Vec<u8> {
+        let auth: [u8; 16] = rand::random();
+        let mut p = Packet {
+            code: packet::ACCESS_REQUEST,
+            identifier: id,
+            authenticator: auth,
+            attributes: vec![],
+        };
+        p.add(packet::USER_NAME, user.as_bytes());
+        p.add(
+            packet::USER_PASSWORD,
+            &packet::encode_user_password(password.as_bytes(), SECRET.as_bytes(), &auth),
+        );
+        if let Some(s) = state {
+            p.add(packet::STATE, s);
+        }
+        packet::sign_request(p, SECRET.as_bytes())
+    }
+
+    async fn ask(h: &Harness, raw: Vec<u8>) -> Packet {
+        let resp = h
+            .app
+            .radius_handle("127.0.0.1".parse().unwrap(), &raw)
+            .await
+            .unwrap()
+            .expect("answered");
+        Packet::decode(&resp).unwrap()
+    }
+
+    /// Password → Access-Challenge with the number; returns (State, number).
+    async fn challenge(h: &Harness, name: &str) -> (Vec<u8>, u8) {
+        let p = ask(h, request(1, name, PASSWORD, None)).await;
+        assert_eq!(p.code, packet::ACCESS_CHALLENGE);
+        let msg = String::from_utf8(p.attr(packet::REPLY_MESSAGE).unwrap().to_vec()).unwrap();
+        let number: u8 = msg
+            .split_whitespace()
+            .find_map(|w| w.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            .unwrap_or_else(|| panic!("no number in {msg:?}"));
+        assert!(msg.contains("Latchkey Authenticator"), "{msg}");
+        (p.attr(packet::STATE).unwrap().to_vec(), number)
+    }
+
+    async fn setup(name: &str) -> (Harness, Device) {
+        let h = Harness::sqlite().await;
+        user(&h, name).await;
+        let d = enroll(&h, name).await;
+        h.app
+            .add_radius_client(&Principal::Operator, "vpn", "127.0.0.1", SECRET)
+            .await
+            .unwrap();
+        (h, d)
+    }
+
+    #[tokio::test]
+    async fn radius_waits_for_the_push_approval_then_accepts() {
+        let (h, d) = setup("vpnpush").await;
+        let (state, number) = challenge(&h, "vpnpush").await;
+        let p = pending_prompt(&h, &d).await;
+        assert_eq!(p["application"], "vpn", "the NAS is the application the device shows");
+        let h = std::sync::Arc::new(h);
+        let waiting = {
+            let h = h.clone();
+            tokio::spawn(async move { ask(&h, request(2, "vpnpush", "", Some(&state))).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the answer waits for the device");
+        answer(
+            &h,
+            &d,
+            &p,
+            Some(number),
+            Decision::Approve,
+            &d.sign(&p, Some(number), Decision::Approve),
+        )
+        .await
+        .expect(StatusCode::OK);
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("answered within the wait")
+            .unwrap();
+        assert_eq!(resp.code, packet::ACCESS_ACCEPT);
+    }
+
+    #[tokio::test]
+    async fn radius_rejects_a_denied_push_and_a_wrong_number() {
+        let (h, d) = setup("vpndeny").await;
+        for decision in [Decision::Deny, Decision::Approve] {
+            let (state, number) = challenge(&h, "vpndeny").await;
+            let p = pending_prompt(&h, &d).await;
+            let typed = (decision == Decision::Approve).then_some(if number == 99 { 10 } else { number + 1 });
+            answer(&h, &d, &p, typed, decision, &d.sign(&p, typed, decision))
+                .await
+                .expect(StatusCode::OK);
+            let resp = ask(&h, request(2, "vpndeny", "", Some(&state))).await;
+            assert_eq!(resp.code, packet::ACCESS_REJECT, "{decision:?}");
+        }
+    }
+}
