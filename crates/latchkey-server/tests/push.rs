@@ -200,13 +200,47 @@ async fn approve_with_right_number_completes(h: &Harness) {
     )
     .await
     .expect_problem(StatusCode::CONFLICT, "invalid-state");
-    let _ = d.method_id;
 }
 
 #[tokio::test]
 async fn enroll_and_approve_with_the_right_number() {
     let h = Harness::sqlite().await;
     approve_with_right_number_completes(&h).await;
+}
+
+#[tokio::test]
+async fn the_approving_device_is_marked_as_used() {
+    let h = Harness::sqlite().await;
+    user(&h, "kim").await;
+    let d = enroll(&h, "kim").await;
+    let last_used = |r: &common::Resp| {
+        r.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == d.method_id.as_str())
+            .map(|m| m["last_used_at"].clone())
+            .unwrap()
+    };
+    let before = h.get("/api/v1/users/kim/methods", Some(&h.admin)).await;
+    assert!(last_used(&before).is_null());
+    let (flow, n) = start_push(&h, "kim").await;
+    let p = pending_prompt(&h, &d).await;
+    answer(
+        &h,
+        &d,
+        &p,
+        Some(n),
+        Decision::Approve,
+        &d.sign(&p, Some(n), Decision::Approve),
+    )
+    .await
+    .expect(StatusCode::OK);
+    h.verify(&flow, json!({ "method": "push" }))
+        .await
+        .expect(StatusCode::OK);
+    let after = h.get("/api/v1/users/kim/methods", Some(&h.admin)).await;
+    assert!(last_used(&after).is_string(), "{}", after.text());
 }
 
 #[tokio::test]

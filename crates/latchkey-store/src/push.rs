@@ -231,6 +231,13 @@ impl Store {
         .await?
         .rows_affected();
         if n == 1 {
+            sqlx::query(
+                "UPDATE methods SET last_used_at = $1 WHERE id = (SELECT method_id FROM sms_codes WHERE id = $2)",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
             return Ok(true);
         }
         sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE id = $1 AND used_at IS NULL")
@@ -380,10 +387,19 @@ impl WriteTx {
         .execute(self.conn())
         .await?
         .rows_affected();
+        if n == 1 {
+            // The device that approved was used to sign in.
+            sqlx::query(
+                "UPDATE methods SET last_used_at = $1 WHERE id = (SELECT answered_by FROM push_prompts WHERE id = $2)",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        }
         Ok(n == 1)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub async fn insert_sms_code(&mut self, c: &SmsCodeRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO sms_codes ({SMS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
