@@ -158,11 +158,57 @@ impl MessageGateway for WebhookGateway {
     }
 }
 
+/// Email-to-SMS: many carriers and SMS providers turn a mail to
+/// `<number>@<their domain>` into a text message. Sent with lettre to an SMTP
+/// relay without TLS (meant for a relay on the same host or network, which
+/// does TLS onward).
+#[derive(Debug, Clone)]
+pub struct SmtpGateway {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+    /// Recipient; `{number}` is the E.164 number without '+', e.g. `{number}@sms.example.net`.
+    pub to_template: String,
+    pub subject: String,
+}
+
+impl MessageGateway for SmtpGateway {
+    fn describe(&self) -> String {
+        let domain = self.to_template.rsplit('@').next().unwrap_or_default();
+        format!("SMTP email-to-SMS via {}:{} to {domain}", self.host, self.port)
+    }
+    async fn send(&self, m: &OutgoingMessage) -> Result<(), String> {
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+        let to = self.to_template.replace("{number}", m.to.trim_start_matches('+'));
+        let email = Message::builder()
+            .from(self.from.parse().map_err(|e| format!("from address: {e}"))?)
+            .to(to.parse().map_err(|e| format!("recipient address: {e}"))?)
+            .subject(self.subject.clone())
+            .body(m.body.clone())
+            .map_err(|e| e.to_string())?;
+        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
+            .port(self.port)
+            .timeout(Some(std::time::Duration::from_secs(10)));
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            b = b.credentials(Credentials::new(u.clone(), p.clone()));
+        }
+        b.build()
+            .send(email)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("SMTP: {e}"))
+    }
+}
+
 /// The configured gateway (static dispatch: no trait objects needed).
 #[derive(Debug, Clone)]
 pub enum GatewayConfig {
     Outbox(OutboxGateway),
     Webhook(WebhookGateway),
+    Smtp(SmtpGateway),
 }
 
 impl Default for GatewayConfig {
@@ -178,6 +224,7 @@ impl MessageGateway for GatewayConfig {
         match self {
             GatewayConfig::Outbox(g) => g.describe(),
             GatewayConfig::Webhook(g) => g.describe(),
+            GatewayConfig::Smtp(g) => g.describe(),
         }
     }
     fn is_development_only(&self) -> bool {
@@ -187,6 +234,7 @@ impl MessageGateway for GatewayConfig {
         match self {
             GatewayConfig::Outbox(g) => g.send(m).await,
             GatewayConfig::Webhook(g) => g.send(m).await,
+            GatewayConfig::Smtp(g) => g.send(m).await,
         }
     }
 }

@@ -356,3 +356,88 @@ async fn a_failing_gateway_is_a_502_problem() {
     .expect_problem(StatusCode::BAD_GATEWAY, "gateway-failed");
     task.abort();
 }
+
+/// A minimal SMTP relay on 127.0.0.1:0 that accepts one message and records
+/// (RCPT TO, DATA).
+async fn smtp_relay() -> (u16, tokio::task::JoinHandle<(String, String)>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 relay.test ESMTP\r\n").await.unwrap();
+        let (mut rcpt, mut data, mut in_data) = (String::new(), String::new(), false);
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    w.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                    data.push('\n');
+                }
+                continue;
+            }
+            let upper = line.to_ascii_uppercase();
+            let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                b"250 relay.test\r\n"
+            } else if upper.starts_with("RCPT TO:") {
+                rcpt = line[8..].trim().to_owned();
+                b"250 ok\r\n"
+            } else if upper.starts_with("DATA") {
+                in_data = true;
+                b"354 go on\r\n"
+            } else if upper.starts_with("QUIT") {
+                w.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            w.write_all(reply).await.unwrap();
+        }
+        (rcpt, data)
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn the_smtp_adapter_mails_the_code_to_the_email_to_sms_address() {
+    let (port, relay) = smtp_relay().await;
+    let mut config = cheap_config();
+    config.sms.gateway = GatewayConfig::Smtp(latchkey_server::sms::SmtpGateway {
+        host: "127.0.0.1".into(),
+        port,
+        username: None,
+        password: None,
+        from: "latchkey@example.org".into(),
+        to_template: "{number}@sms.example.net".into(),
+        subject: "Latchkey code".into(),
+    });
+    let h = Harness::sqlite_with(config).await;
+    h.create_user("zed", &[]).await;
+    let r = h
+        .post(
+            "/api/v1/users/zed/methods/phone",
+            Some(&h.admin),
+            json!({ "kind": "sms", "phone": PHONE }),
+        )
+        .await;
+    r.expect(StatusCode::CREATED);
+    let id = r.json["method"]["id"].as_str().unwrap().to_owned();
+    let (rcpt, data) = tokio::time::timeout(std::time::Duration::from_secs(10), relay)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rcpt, "<14155550123@sms.example.net>");
+    assert!(data.contains("Subject: Latchkey code"), "{data}");
+    let code = code_in(data.split("\n\n").nth(1).unwrap_or(&data));
+    h.post(
+        &format!("/api/v1/users/zed/methods/phone/{id}/confirm"),
+        Some(&h.admin),
+        json!({ "code": code }),
+    )
+    .await
+    .expect(StatusCode::OK);
+}

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::Args;
-use latchkey_server::sms::{GatewayConfig, MessageGateway, OutboxGateway, WebhookGateway};
+use latchkey_server::sms::{GatewayConfig, MessageGateway, OutboxGateway, SmtpGateway, WebhookGateway};
 use latchkey_server::Config;
 
 #[derive(Args, Clone, Debug)]
@@ -21,9 +21,28 @@ pub struct PushSmsArgs {
     #[arg(long, global = true, env = "LATCHKEY_PUSH_PROMPT_SECONDS", default_value_t = 60)]
     push_prompt_seconds: i64,
     /// SMS/voice gateway: `outbox` (development only: writes messages to
-    /// <data>/outbox-messages.jsonl, sends nothing) or `webhook`.
-    #[arg(long, global = true, env = "LATCHKEY_SMS_GATEWAY", default_value = "outbox", value_parser = ["outbox", "webhook"])]
+    /// <data>/outbox-messages.jsonl, sends nothing), `webhook` or `smtp` (email-to-SMS).
+    #[arg(long, global = true, env = "LATCHKEY_SMS_GATEWAY", default_value = "outbox", value_parser = ["outbox", "webhook", "smtp"])]
     sms_gateway: String,
+    /// SMTP relay for email-to-SMS (plain SMTP: use a relay on this host or network).
+    #[arg(long, global = true, env = "LATCHKEY_SMS_SMTP_HOST")]
+    sms_smtp_host: Option<String>,
+    #[arg(long, global = true, env = "LATCHKEY_SMS_SMTP_PORT", default_value_t = 25)]
+    sms_smtp_port: u16,
+    #[arg(long, global = true, env = "LATCHKEY_SMS_SMTP_USERNAME")]
+    sms_smtp_username: Option<String>,
+    #[arg(long, global = true, env = "LATCHKEY_SMS_SMTP_PASSWORD", hide_env_values = true)]
+    sms_smtp_password: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_SMS_SMTP_FROM",
+        default_value = "latchkey@localhost"
+    )]
+    sms_smtp_from: String,
+    /// Recipient template, `{number}` = E.164 digits, e.g. `{number}@sms.example.net`.
+    #[arg(long, global = true, env = "LATCHKEY_SMS_SMTP_TO")]
+    sms_smtp_to: Option<String>,
     /// Webhook URL of the SMS/voice provider.
     #[arg(long, global = true, env = "LATCHKEY_SMS_WEBHOOK_URL")]
     sms_webhook_url: Option<String>,
@@ -76,6 +95,17 @@ impl PushSmsArgs {
                     g.body_template = b.clone();
                 }
                 GatewayConfig::Webhook(g)
+            }
+            ("smtp", _) if self.sms_smtp_host.is_some() && self.sms_smtp_to.is_some() => {
+                GatewayConfig::Smtp(SmtpGateway {
+                    host: self.sms_smtp_host.clone().unwrap_or_default(),
+                    port: self.sms_smtp_port,
+                    username: self.sms_smtp_username.clone(),
+                    password: self.sms_smtp_password.clone(),
+                    from: self.sms_smtp_from.clone(),
+                    to_template: self.sms_smtp_to.clone().unwrap_or_default(),
+                    subject: "Latchkey code".into(),
+                })
             }
             _ => GatewayConfig::Outbox(OutboxGateway {
                 path: data.join("outbox-messages.jsonl"),
