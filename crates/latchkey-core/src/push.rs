@@ -483,6 +483,26 @@ mod tests {
     }
 
     #[test]
+    fn push_and_sms_satisfy_mfa_only() {
+        use crate::policy::AuthenticationStrength;
+        use crate::{AuthStrength, VerifyMethod::*};
+        for second in [Push, Sms, Voice] {
+            assert_eq!(AuthStrength::achieved(&[Password, second]), Some(AuthStrength::Mfa));
+            assert_eq!(AuthStrength::achieved(&[second]), None, "never without the password");
+            for s in [AuthStrength::PasswordlessMfa, AuthStrength::PhishingResistant] {
+                let table = AuthenticationStrength::builtin(s);
+                assert!(
+                    !table.combinations.iter().any(|c| c.contains(&second)),
+                    "{second:?} must not appear in {}",
+                    s.as_str()
+                );
+            }
+            let mfa = AuthenticationStrength::builtin(AuthStrength::Mfa);
+            assert!(mfa.combinations.contains(&vec![Password, second]));
+        }
+    }
+
+    #[test]
     fn policy_validation() {
         assert!(FatiguePolicy::default().validate().is_ok());
         assert!(FatiguePolicy {
