@@ -441,3 +441,50 @@ async fn the_smtp_adapter_mails_the_code_to_the_email_to_sms_address() {
     .await
     .expect(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_privileged_users_existing_phone_is_not_offered_when_forbidden() {
+    use latchkey_core::{MethodKind, MethodState};
+    use latchkey_store::{AuditEntry, NewMethod};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _outbox) = outbox_config(dir.path());
+    config.sms.forbid_privileged = true;
+    let h = Harness::sqlite_with(config).await;
+    h.create_user("ops", &["helpdesk"]).await;
+    h.set_password("ops", &h.admin).await;
+    // A phone registered before the setting was turned on.
+    let user = h.app.store.user_by_username("ops").await.unwrap().unwrap();
+    let mut tx = h.app.store.write().await.unwrap();
+    tx.insert_method(
+        NewMethod {
+            id: "m-phone",
+            user_id: &user.id,
+            kind: MethodKind::Sms,
+            label: "Old phone",
+            state: MethodState::Active,
+            secret_sealed: Some(h.app.keys.seal(b"+14155550123", "m-phone")),
+            params: json!({}),
+        },
+        h.now(),
+    )
+    .await
+    .unwrap();
+    tx.audit(
+        &AuditEntry::new("test", "method.add", "user:ops", json!({})),
+        h.now() * 1000,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let r = h.start_with_password("ops", PASSWORD).await;
+    r.expect(StatusCode::OK);
+    assert_eq!(
+        r.json["state"], "registration_required",
+        "SMS does not count: {}",
+        r.json
+    );
+    let f = r.json["flow_id"].as_str().unwrap().to_owned();
+    send(&h, &f, "sms")
+        .await
+        .expect_problem(StatusCode::CONFLICT, "invalid-state");
+}
