@@ -498,8 +498,19 @@ async fn one_pending_prompt_and_a_burst_is_cut_off_by_the_rate_limit() {
 async fn repeated_denials_and_timeouts_suspend_push_and_raise_an_alert() {
     let mut config = cheap_config();
     config.push.fatigue.max_prompts = 100;
-    let h = Harness::sqlite_with(config).await;
-    user(&h, "hank").await;
+    suspension(&Harness::sqlite_with(config).await).await;
+}
+
+#[tokio::test]
+async fn suspension_on_postgres() {
+    let Some(h) = Harness::postgres("push::suspension_on_postgres").await else {
+        return;
+    };
+    suspension(&h).await;
+}
+
+async fn suspension(h: &Harness) {
+    user(h, "hank").await;
     let d = enroll(&h, "hank").await;
     // A timeout and two denials within the hour.
     let (_f, _n) = start_push(&h, "hank").await;
