@@ -210,7 +210,7 @@ pub struct SignInResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
-    /// password, totp, recovery_code, temporary_access_pass, webauthn
+    /// password, totp, recovery_code, temporary_access_pass, webauthn, push, sms, voice
     #[schema(value_type = String)]
     pub method: VerifyMethod,
     pub code: Option<String>,
@@ -694,16 +694,11 @@ async fn signin_verify(
     let proof = match req.method {
         VerifyMethod::Password => Proof::Password(req.password.clone().ok_or_else(|| missing("password"))?),
         VerifyMethod::TemporaryAccessPass => Proof::Pass(req.pass.clone().ok_or_else(|| missing("pass"))?),
-        VerifyMethod::Totp | VerifyMethod::RecoveryCode => {
+        VerifyMethod::Push => Proof::Push,
+        VerifyMethod::Totp | VerifyMethod::RecoveryCode | VerifyMethod::Sms | VerifyMethod::Voice => {
             Proof::Code(req.code.clone().ok_or_else(|| missing("code"))?)
         }
         VerifyMethod::Webauthn => Proof::Assertion(req.assertion.clone().ok_or_else(|| missing("assertion"))?),
-        other => {
-            return Err(AppError::InvalidRequest(format!(
-                "method '{}' is not available on this server yet",
-                other.as_str()
-            )))
-        }
     };
     let o = app.signin_verify(&flow_id, req.method, proof, &ctx).await?;
     Ok(Json(VerifyResponse {
@@ -942,6 +937,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_webauthn::WebauthnDoc::openapi());
     doc.merge(crate::api_evidence::EvidenceDoc::openapi());
     doc.merge(crate::api_ops::OpsDoc::openapi());
+    doc.merge(crate::api_push::PushDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
@@ -950,6 +946,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::api_recovery::routes())
         .merge(crate::api_policy::routes())
         .merge(crate::api_ops::routes())
+        .merge(crate::api_push::routes())
         .merge(crate::oidc::http::routes())
         .merge(crate::radius::http::routes())
         .route("/api/v1/users", post(create_user).get(list_users))

@@ -60,6 +60,10 @@ pub struct Config {
     pub rp_origin: Option<String>,
     /// Sign-in log retention, detections, alert sinks (crate::ops).
     pub ops: crate::ops::OpsConfig,
+    /// Push approval: fatigue limits, prompt and enrollment lifetimes.
+    pub push: crate::push::PushConfig,
+    /// SMS/voice codes: limits, gateway, privileged-user rule.
+    pub sms: crate::sms::SmsConfig,
 }
 
 impl Default for Config {
@@ -83,6 +87,8 @@ impl Default for Config {
             rp_id: None,
             rp_origin: None,
             ops: Default::default(),
+            push: Default::default(),
+            sms: Default::default(),
         }
     }
 }
@@ -193,6 +199,8 @@ pub enum Proof {
     Pass(String),
     /// A WebAuthn assertion (PublicKeyCredential JSON, base64url fields).
     Assertion(serde_json::Value),
+    /// Push: the flow's prompt must have been approved on the device.
+    Push,
 }
 
 pub struct TotpEnrollment {
@@ -1000,6 +1008,7 @@ impl App {
                 }
             }
         }
+        self.drop_forbidden_phone_methods(user, &mut out);
         // Strongest first, so clients can preselect it.
         out.sort_by_key(|v| match v {
             VerifyMethod::Webauthn => 0,
@@ -1155,6 +1164,10 @@ impl App {
                         },
                         None => Err(AppError::InvalidPass),
                     }
+                }
+                (VerifyMethod::Push, Proof::Push) => self.check_push(&flow_hash, user.as_ref(), now).await,
+                (VerifyMethod::Sms | VerifyMethod::Voice, Proof::Code(code)) => {
+                    self.check_phone_code(&flow_hash, user.as_ref(), code, now).await
                 }
                 (VerifyMethod::Webauthn, Proof::Assertion(a)) => {
                     let o = self.check_webauthn_assertion(flow_id, &rec, &flow, a, now).await?;

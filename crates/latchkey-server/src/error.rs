@@ -61,6 +61,23 @@ pub enum AppError {
     /// The signature counter went backwards: possibly a cloned authenticator.
     #[error("this authenticator's signature counter went backwards; it may have been cloned. Use another method and tell the helpdesk")]
     WebauthnCounterRegression,
+    /// The push prompt has not been answered yet; ask again shortly.
+    #[error("waiting for the push approval on the authenticator device")]
+    PushPending,
+    /// The push prompt ended without approval (denied, reported, wrong
+    /// number, timed out); `reason` is the sign-in log reason.
+    #[error("the push prompt was not approved ({reason}); start again or use another method")]
+    PushNotApproved { reason: &'static str },
+    /// Push cannot be used now (suspended after repeated rejections, or too
+    /// many prompts lately): the sign-in must use another method.
+    #[error("{0}")]
+    PushUnavailable(String),
+    /// An answer whose signature does not match the device key.
+    #[error("the approval's signature does not match this device's key")]
+    PushSignatureInvalid,
+    /// The SMS/voice gateway refused or could not be reached.
+    #[error("the message could not be sent: {0}")]
+    GatewayFailed(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -140,6 +157,11 @@ impl AppError {
                 StatusCode::UNAUTHORIZED,
                 "Possible cloned authenticator",
             ),
+            PushPending => ("push-pending", StatusCode::CONFLICT, "Waiting for approval"),
+            PushNotApproved { .. } => ("push-not-approved", StatusCode::UNAUTHORIZED, "Push not approved"),
+            PushUnavailable(_) => ("push-unavailable", StatusCode::FORBIDDEN, "Push unavailable"),
+            PushSignatureInvalid => ("push-signature-invalid", StatusCode::UNAUTHORIZED, "Signature rejected"),
+            GatewayFailed(_) => ("gateway-failed", StatusCode::BAD_GATEWAY, "Message not sent"),
             Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }
     }

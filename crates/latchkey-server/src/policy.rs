@@ -31,7 +31,7 @@ pub(crate) struct CachedPolicies {
     generation: i64,
     phases: Vec<CampaignPhase>,
     /// Stored policies plus the policies of started rollout waves.
-    effective: PolicySet,
+    pub(crate) effective: PolicySet,
     exceptions: Vec<PolicyException>,
     break_glass: HashSet<String>,
 }

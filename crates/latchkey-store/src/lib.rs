@@ -16,6 +16,7 @@ mod methods;
 mod oidc;
 mod ops;
 mod policy;
+mod push;
 mod radius;
 mod recovery;
 mod signins;
@@ -37,6 +38,7 @@ pub use ops::{SignInDetail, SignInFilter, SignInRecord};
 pub use policy::{
     AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
 };
+pub use push::{PushDeviceRecord, PushPromptRecord, SmsCodeRecord};
 pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
 pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};

@@ -9,6 +9,7 @@ mod federation;
 mod helpdesk;
 mod ops_cmd;
 mod policy_cmd;
+mod push_cmd;
 mod report_cmd;
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ struct DbArgs {
     tap_allow_multi_use: bool,
     #[command(flatten)]
     ops: ops_cmd::OpsArgs,
+    #[command(flatten)]
+    push: push_cmd::PushSmsArgs,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +276,7 @@ impl DbArgs {
         c.tap.default_minutes = self.tap_default_minutes;
         c.tap.allow_multi_use = self.tap_allow_multi_use;
         self.ops.apply(&mut c);
+        self.push.apply(&mut c, &self.data);
         c
     }
 
@@ -563,6 +567,7 @@ async fn serve(
     config.web.trusted_proxies = web.trusted_proxies;
     let app = db.app(config.clone()).await?;
     println!("Latchkey listening on {scheme}://{addr}");
+    push_cmd::announce(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
     let radius_task = match radius_socket {
         Some(sock) => {

@@ -12,6 +12,12 @@
 //!     ├─ complete ─────────────────────────────────────▶ Access-Accept
 //!     └─ anything else ────────────────────────────────▶ Access-Reject
 //! ```
+//! Push (number matching): when the user has an authenticator device, the
+//! first answer's Reply-Message carries the number to type on it (a prompt
+//! is sent then). The user answers the challenge with anything that is not
+//! a TOTP code (e.g. just Enter); that request waits up to
+//! [`PUSH_WAIT`] for the approval, then Access-Accept or Access-Reject.
+//! A TOTP code is still accepted on the same challenge.
 //! Packets from unknown addresses, with a missing or wrong
 //! Message-Authenticator (RFC 3579 §3.2; which is also what a wrong shared
 //! secret looks like), or that are not Access-Requests are silently
@@ -45,6 +51,9 @@ const STATE_PREFIX: &str = "lk_rs_";
 pub const CHALLENGE_SECS: i64 = 5 * 60;
 /// Retransmissions within this window get the cached answer (RFC 5080 §2.2.2).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+/// How long an answer to a push challenge waits for the approval. NAS
+/// timeouts are usually 30 s or more; retransmissions meanwhile are ignored.
+pub const PUSH_WAIT: Duration = Duration::from_secs(25);
 /// Requests handled at once; more are dropped (the NAS retransmits).
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -186,31 +195,49 @@ impl App {
         };
         let now = self.now();
         match req.attr(packet::STATE) {
-            None => match self.signin_start(&username, Some(&password), &ctx).await {
-                Ok(flow) if flow.allowed_methods.contains(&VerifyMethod::Totp) => {
-                    let state = random_token(&mut OsRng, STATE_PREFIX);
-                    let state_hash = self.hash("radius state", &state);
-                    self.store
-                        .insert_radius_challenge(
-                            &state_hash,
-                            &RadiusChallengeRecord {
-                                client_id: nas.id.clone(),
-                                username: username.clone(),
-                                flow_sealed: self.keys.seal(flow.flow_id.as_bytes(), &state_hash),
-                                expires_at: flow.expires_at.min(now + CHALLENGE_SECS),
-                            },
-                            now,
-                        )
-                        .await?;
-                    Ok(answer(
-                        ACCESS_CHALLENGE,
-                        "Enter the code from your authenticator app",
-                        Some(state.as_bytes()),
-                    ))
+            None => {
+                match self.signin_start(&username, Some(&password), &ctx).await {
+                    Ok(flow)
+                        if flow.allowed_methods.contains(&VerifyMethod::Totp)
+                            || flow.allowed_methods.contains(&VerifyMethod::Push) =>
+                    {
+                        let totp = flow.allowed_methods.contains(&VerifyMethod::Totp);
+                        let mut message = "Enter the code from your authenticator app".to_owned();
+                        if flow.allowed_methods.contains(&VerifyMethod::Push) {
+                            match self.signin_push_start(&flow.flow_id, &ctx).await {
+                                Ok(p) => {
+                                    message =
+                                        format!(
+                                    "Approve in Latchkey Authenticator by typing {:02}, then press Enter here{}",
+                                    p.number,
+                                    if totp { " (or enter an authenticator app code)" } else { "" }
+                                );
+                                }
+                                // Push suspended or rate-limited: the app code still works.
+                                Err(e) if !totp => return Ok(reject(reject_message(&e))),
+                                Err(_) => {}
+                            }
+                        }
+                        let state = random_token(&mut OsRng, STATE_PREFIX);
+                        let state_hash = self.hash("radius state", &state);
+                        self.store
+                            .insert_radius_challenge(
+                                &state_hash,
+                                &RadiusChallengeRecord {
+                                    client_id: nas.id.clone(),
+                                    username: username.clone(),
+                                    flow_sealed: self.keys.seal(flow.flow_id.as_bytes(), &state_hash),
+                                    expires_at: flow.expires_at.min(now + CHALLENGE_SECS),
+                                },
+                                now,
+                            )
+                            .await?;
+                        Ok(answer(ACCESS_CHALLENGE, &message, Some(state.as_bytes())))
+                    }
+                    Ok(_) => Ok(reject("No authenticator app is registered for this account")),
+                    Err(e) => Ok(reject(reject_message(&e))),
                 }
-                Ok(_) => Ok(reject("No authenticator app is registered for this account")),
-                Err(e) => Ok(reject(reject_message(&e))),
-            },
+            }
             Some(state) => {
                 let Ok(state) = std::str::from_utf8(state) else {
                     return Ok(reject("Unknown or expired challenge"));
@@ -224,14 +251,36 @@ impl App {
                 }
                 let flow_id = self.keys.open(&ch.flow_sealed, &state_hash)?;
                 let flow_id = String::from_utf8_lossy(&flow_id).into_owned();
-                match self
-                    .signin_verify(&flow_id, VerifyMethod::Totp, Proof::Code(password.to_string()), &ctx)
-                    .await
-                {
+                let looks_like_code = latchkey_core::sms::normalize_code(&password).is_some();
+                let result = if looks_like_code {
+                    self.signin_verify(&flow_id, VerifyMethod::Totp, Proof::Code(password.to_string()), &ctx)
+                        .await
+                } else {
+                    self.radius_wait_for_push(&flow_id, &ctx).await
+                };
+                match result {
                     Ok(o) if o.state == "complete" => Ok(answer(ACCESS_ACCEPT, "", None)),
                     Ok(_) => Ok(reject("Sign-in not complete")),
                     Err(e) => Ok(reject(reject_message(&e))),
                 }
+            }
+        }
+    }
+}
+
+impl App {
+    /// Poll the flow's push step until it is answered or [`PUSH_WAIT`] ends.
+    async fn radius_wait_for_push(&self, flow_id: &str, ctx: &SignInContext) -> AppResult<crate::app::VerifyOutcome> {
+        let deadline = Instant::now() + PUSH_WAIT;
+        loop {
+            match self.signin_verify(flow_id, VerifyMethod::Push, Proof::Push, ctx).await {
+                Err(AppError::PushPending) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(AppError::PushPending) => {
+                    return Err(AppError::PushNotApproved { reason: "push_timeout" });
+                }
+                other => return other,
             }
         }
     }
@@ -248,6 +297,8 @@ fn reject_message(e: &AppError) -> &'static str {
     match e {
         AppError::TooManyAttempts { .. } => "Too many failed attempts; try again later",
         AppError::CodeReplayed => "This code was already used; wait for the next one",
+        AppError::PushNotApproved { .. } => "The push request was not approved",
+        AppError::PushUnavailable(_) => "Push is unavailable for this account now; use an authenticator app code",
         AppError::Internal(_) => "Temporary server error",
         _ => "Sign-in failed",
     }

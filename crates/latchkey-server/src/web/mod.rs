@@ -17,6 +17,7 @@ mod pages_admin;
 mod pages_campaign;
 mod pages_cases;
 mod pages_helpdesk;
+mod pages_push;
 mod pages_reports;
 mod pages_security;
 mod pages_signin;
@@ -83,6 +84,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         )
         .merge(pages_signin::routes())
         .merge(pages_campaign::routes())
+        .merge(pages_push::routes())
         .merge(pages_security::routes())
         .merge(pages_helpdesk::routes())
         .merge(pages_cases::routes())

@@ -107,6 +107,7 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
         } @else if !has_second {
             p.notice.error { "You have no second sign-in method. Register an authenticator app now." }
         }
+        (super::pages_push::sms_only_nudge(&methods))
         section aria-labelledby="methods-h" {
             h2 #methods-h { "Your sign-in methods" }
             div.table-wrap {
@@ -157,6 +158,7 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
                     input #totp-label type="text" name="label" maxlength="100" placeholder="e.g. Work phone";
                     button.primary type="submit" { "Add authenticator app" }
                 }
+                (super::pages_push::enroll_card(&ctx))
                 form.card method="post" action="/security-info/recovery-codes"
                     data-confirm=[has_recovery.then_some("Your current recovery codes will stop working. Continue?")] {
                     (csrf_field(&ctx))

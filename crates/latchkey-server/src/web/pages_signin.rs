@@ -49,14 +49,14 @@ pub struct TargetQuery {
 }
 
 #[derive(Debug, Clone)]
-struct Target {
+pub(super) struct Target {
     next: String,
     acr: Option<AuthStrength>,
     fresh: bool,
 }
 
 impl Target {
-    fn from_parts(next: Option<&str>, acr: Option<&str>, prompt: Option<&str>) -> Self {
+    pub(super) fn from_parts(next: Option<&str>, acr: Option<&str>, prompt: Option<&str>) -> Self {
         Target {
             next: safe_next(next).unwrap_or("/security-info").to_owned(),
             acr: parse_acr(acr),
@@ -64,7 +64,7 @@ impl Target {
         }
     }
 
-    fn query(&self) -> String {
+    pub(super) fn query(&self) -> String {
         let mut q = format!("next={}", percent_encode(&self.next));
         if let Some(a) = self.acr {
             q.push_str("&acr=");
@@ -76,7 +76,7 @@ impl Target {
         q
     }
 
-    fn hidden(&self) -> Markup {
+    pub(super) fn hidden(&self) -> Markup {
         html! {
             input type="hidden" name="next" value=(self.next);
             @if let Some(a) = self.acr { input type="hidden" name="acr" value=(a.as_str()); }
@@ -85,7 +85,7 @@ impl Target {
     }
 }
 
-fn web_context(ctx: &Ctx, t: &Target) -> SignInContext {
+pub(super) fn web_context(ctx: &Ctx, t: &Target) -> SignInContext {
     SignInContext {
         application: Some("web".into()),
         source_ip: ctx.peer.clone(),
@@ -190,17 +190,18 @@ async fn signin_username(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Us
 
 // ---- later steps -----------------------------------------------------------
 
-fn flow_id(ctx: &Ctx) -> Option<String> {
+pub(super) fn flow_id(ctx: &Ctx) -> Option<String> {
     ctx.jar.get(FLOW_COOKIE).map(|c| c.value().to_owned())
 }
 
-fn restart(ctx: Ctx, t: &Target, why: &str, status: StatusCode) -> Response {
+pub(super) fn restart(ctx: Ctx, t: &Target, why: &str, status: StatusCode) -> Response {
     let mut ctx = ctx;
     ctx.jar = ctx.jar.remove(removal(FLOW_COOKIE));
     username_page(ctx, t, Some(why), None, None, status)
 }
 
-const EXPIRED: &str = "Your sign-in took too long or was already used, so it has expired. Please start again.";
+pub(super) const EXPIRED: &str =
+    "Your sign-in took too long or was already used, so it has expired. Please start again.";
 
 async fn continue_page(State(app): State<Arc<App>>, ctx: Ctx, Query(q): Query<TargetQuery>) -> Response {
     let t = Target::from_parts(q.next.as_deref(), q.acr.as_deref(), q.prompt.as_deref());
@@ -221,11 +222,18 @@ fn parse_method(s: &str) -> Option<VerifyMethod> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
 
-/// Steps this page can take today; others (passkeys, push) bring their own.
+/// Steps this page can take today; others (passkeys) bring their own. Push
+/// and SMS/voice first send something (see `pages_push`), then verify here.
 fn supported(m: VerifyMethod) -> bool {
     matches!(
         m,
-        VerifyMethod::Password | VerifyMethod::TemporaryAccessPass | VerifyMethod::Totp | VerifyMethod::RecoveryCode
+        VerifyMethod::Password
+            | VerifyMethod::TemporaryAccessPass
+            | VerifyMethod::Totp
+            | VerifyMethod::RecoveryCode
+            | VerifyMethod::Push
+            | VerifyMethod::Sms
+            | VerifyMethod::Voice
     )
 }
 
@@ -263,7 +271,7 @@ fn strength_name(a: AuthStrength) -> &'static str {
     }
 }
 
-fn step_page(
+pub(super) fn step_page(
     ctx: Ctx,
     t: &Target,
     wf: &WebFlow,
@@ -296,12 +304,13 @@ fn step_page(
         }
         (notice_error(error))
         @if let Some(m) = method {
-            form.card method="post" action="/signin/verify" {
+            @let (action, button) = super::pages_push::step_form(m);
+            form.card method="post" action=(action) {
                 (csrf_field(&ctx))
                 (t.hidden())
                 input type="hidden" name="method" value=(m.as_str());
                 (method_input(m, error.is_some()))
-                button.primary type="submit" { "Sign in" }
+                button.primary type="submit" { (button) }
             }
         } @else {
             p.notice.error role="alert" {
@@ -342,6 +351,9 @@ fn method_input(m: VerifyMethod, invalid: bool) -> Markup {
                     required autofocus aria-describedby=[described] aria-invalid=[aria_invalid];
                 p.hint { "The helpdesk gave you this pass after checking who you are. It works for a few hours." }
             }
+            VerifyMethod::Push | VerifyMethod::Sms | VerifyMethod::Voice => {
+                (super::pages_push::send_hint(m))
+            }
             VerifyMethod::RecoveryCode => {
                 label for="code" { "Recovery code" }
                 input #code type="text" name="code" autocomplete="off" autocapitalize="characters" spellcheck="false"
@@ -381,6 +393,7 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
     let proof = match method {
         VerifyMethod::Password => Proof::Password(f.password.unwrap_or_default()),
         VerifyMethod::TemporaryAccessPass => Proof::Pass(f.pass.unwrap_or_default().trim().to_owned()),
+        VerifyMethod::Push => Proof::Push,
         _ => Proof::Code(f.code.unwrap_or_default().trim().replace(' ', "")),
     };
     match app.signin_verify(&id, method, proof, &web_context(&ctx, &t)).await {
@@ -450,6 +463,10 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                     StatusCode::TOO_MANY_REQUESTS,
                 ),
                 AppError::InvalidRequest(m) => (format!("{m}."), StatusCode::BAD_REQUEST),
+                e @ (AppError::PushPending
+                | AppError::PushNotApproved { .. }
+                | AppError::PushUnavailable(_)
+                | AppError::GatewayFailed(_)) => super::pages_push::error_message(e),
                 _ => return ctx.error_page(e),
             };
             match app.signin_flow_state(&id).await {
