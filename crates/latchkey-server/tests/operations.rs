@@ -817,3 +817,82 @@ async fn openapi_lists_the_operations_routes() {
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
 }
+
+#[tokio::test]
+async fn the_admin_console_lists_alerts_and_acknowledges_them() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    let h = harness().await;
+    h.create_user("root", &["admin"]).await;
+    h.app.run_detections().await.unwrap();
+    let id = h.app.store.alerts(0, 10).await.unwrap()[0].id;
+    let sec = h.user_with_totp("sec", &["security_admin"]).await;
+    let session = h.signin_mfa("sec", &sec).await;
+    let page = h
+        .send(
+            Request::get("/admin/alerts")
+                .header(header::COOKIE, format!("lk_session={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    page.expect(StatusCode::OK);
+    let html = page.text();
+    assert!(
+        html.contains("privileged_without_phishing_resistant") && html.contains("user:root"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("/admin/alerts/{id}/acknowledge")), "{html}");
+    let csrf_cookie = page
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("lk_csrf="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .unwrap_or_default();
+    let i = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let token = &html[i..i + html[i..].find('"').unwrap()];
+    let cookies = format!("lk_session={session}; {csrf_cookie}");
+    let post = |path: String, body: String| {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookies.clone())
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // Without the token the form is refused.
+    let r = h
+        .send(post(format!("/admin/alerts/{id}/acknowledge"), String::new()))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = h
+        .send(post(format!("/admin/alerts/{id}/acknowledge"), format!("csrf={token}")))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let a = h.app.store.alert(id).await.unwrap().unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.handled_by.as_deref()),
+        ("acknowledged", Some("user:sec"))
+    );
+    let r = h
+        .send(post(
+            format!("/admin/alerts/{id}/resolve"),
+            format!("csrf={token}&resolution=key+registered"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.app.store.alert(id).await.unwrap().unwrap().status, "resolved");
+    // A plain user gets no alerts page.
+    let plain = h.user_with_totp("pat", &[]).await;
+    let s = h.signin_mfa("pat", &plain).await;
+    let r = h
+        .send(
+            Request::get("/admin/alerts")
+                .header(header::COOKIE, format!("lk_session={s}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}

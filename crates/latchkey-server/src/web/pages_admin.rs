@@ -38,6 +38,7 @@ fn admin_tabs(current: &str) -> Markup {
             (tab("/admin/users", "Users, groups and roles"))
             (tab("/admin/tokens", "API tokens"))
             (tab("/admin/audit", "Audit log"))
+            (tab("/admin/alerts", "Alerts"))
         }
     }
 }
