@@ -896,3 +896,62 @@ async fn the_admin_console_lists_alerts_and_acknowledges_them() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+/// The same SQL on PostgreSQL: log with details, filtered query with NULL
+/// filters, detection cursor, dedup, alert handling, purge with audit.
+#[tokio::test]
+async fn postgres_signin_log_detections_and_alerts() {
+    let Some(h) = Harness::postgres("postgres_signin_log_detections_and_alerts").await else {
+        return;
+    };
+    let secret = h.user_with_totp("pgu", &[]).await;
+    for i in 0..10 {
+        h.create_user(&format!("pg{i}"), &[]).await;
+        wrong_password_from(&h, SPRAYER, &format!("pg{i}")).await;
+    }
+    let r = signin_from(&h, BERLIN, "pgu", &secret).await;
+    assert_eq!(r.json["state"], "complete", "{}", r.json);
+    let page = h.get("/api/v1/signins?result=failure&limit=4", Some(&h.admin)).await;
+    page.expect(StatusCode::OK);
+    assert_eq!(page.json["signins"].as_array().unwrap().len(), 4);
+    let cursor = page.json["next_cursor"].as_i64().unwrap();
+    let rest = h
+        .get(
+            &format!("/api/v1/signins?result=failure&cursor={cursor}&limit=100"),
+            Some(&h.admin),
+        )
+        .await;
+    assert_eq!(rest.json["signins"].as_array().unwrap().len(), 6, "{}", rest.json);
+    let ok = h.get("/api/v1/signins?user=pgu&app=latchkey", Some(&h.admin)).await;
+    assert_eq!(
+        ok.json["signins"].as_array().unwrap().len(),
+        1,
+        "the portal is 'latchkey'"
+    );
+    let ok = h.get("/api/v1/signins?user=pgu", Some(&h.admin)).await;
+    assert_eq!(ok.json["signins"][0]["methods_used"], json!(["password", "totp"]));
+
+    let run = h.app.run_detections().await.unwrap();
+    assert_eq!(kinds(&run.raised), set(&[("password_spray", "high", "ip:100.64.0.23")]));
+    assert!(h.app.run_detections().await.unwrap().raised.is_empty());
+    let id = run.raised[0].id;
+    h.post(&format!("/api/v1/alerts/{id}/acknowledge"), Some(&h.admin), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let m = h.get("/metrics", None).await.text();
+    assert_eq!(
+        metric(
+            &m,
+            r#"latchkey_alerts{kind="password_spray",severity="high",status="acknowledged"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    h.advance(91 * 86_400);
+    assert_eq!(h.app.purge_signin_log().await.unwrap(), 11);
+    assert!(h
+        .all_audit_events()
+        .await
+        .iter()
+        .any(|e| e["action"] == "signins.purge"));
+}

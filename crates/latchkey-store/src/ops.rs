@@ -124,7 +124,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT * FROM signins
              WHERE ($1 IS NULL OR username = $1)
-               AND ($2 IS NULL OR application = $2)
+               AND ($2 IS NULL OR COALESCE(application, $8) = $2)
                AND ($3 IS NULL OR result = $3)
                AND ($4 IS NULL OR at >= $4)
                AND ($5 IS NULL OR at < $5)
@@ -138,6 +138,8 @@ impl Store {
         .bind(f.to)
         .bind(f.before_id)
         .bind(f.limit.clamp(1, 1000))
+        // Sign-ins to Latchkey's own portal are logged without an application.
+        .bind(latchkey_core::policy::PORTAL_APPLICATION)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(signin_from_row).collect()
