@@ -55,6 +55,9 @@ pub enum Scenario {
     /// lookup alone, lookup + decrypt + verify without the write, and the
     /// replay-guard write alone).
     TotpParts,
+    /// Not part of `all`: detections over `--events` synthetic sign-in
+    /// events, pure (no server), see ops_bench.rs.
+    Detections,
 }
 
 #[derive(Args, Debug)]
@@ -89,9 +92,15 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Sign-in events for the detections scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
 }
 
 pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Detections {
+        return crate::ops_bench::run(args.events, args.json);
+    }
     if args.concurrency == 0 || args.duration_secs == 0 {
         bail!("--concurrency and --duration-secs must be at least 1");
     }

@@ -6,6 +6,7 @@
 mod bench;
 mod federation;
 mod helpdesk;
+mod ops_bench;
 mod ops_cmd;
 mod policy_cmd;
 
