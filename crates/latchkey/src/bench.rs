@@ -58,6 +58,9 @@ pub enum Scenario {
     /// Not part of `all`: detections over `--events` synthetic sign-in
     /// events, pure (no server), see ops_bench.rs.
     Detections,
+    /// Not part of `all`: the events logged in SQLite, then the server's
+    /// detection engine over them.
+    DetectionsStore,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +103,9 @@ pub struct BenchArgs {
 pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Detections {
         return crate::ops_bench::run(args.events, args.json);
+    }
+    if args.scenario == Scenario::DetectionsStore {
+        return crate::ops_bench::run_with_store(args.events).await;
     }
     if args.concurrency == 0 || args.duration_secs == 0 {
         bail!("--concurrency and --duration-secs must be at least 1");
