@@ -388,14 +388,27 @@ impl App {
         let mut run = self.detect_new_signins().await?;
         let now = self.now();
         let t = self.config.ops.thresholds.clone();
+        // Whole rows for the short windows; the day-long failure-spike
+        // baseline as counts from the database.
         let events: Vec<SignInEvent> = self
             .store
-            .signins_between(now - t.lookback_secs(), now + 1, 500_000)
+            .signins_between(now - t.short_lookback_secs(), now + 1, 500_000)
             .await?
             .iter()
             .map(event)
             .collect();
-        let mut found = detect::windowed(&events, now, &t);
+        let baseline: detect::AppCounts = self
+            .store
+            .signin_counts_by_app(
+                now - t.spike_baseline_secs + 1,
+                now - t.spike_window_secs + 1,
+                latchkey_core::policy::PORTAL_APPLICATION,
+            )
+            .await?
+            .into_iter()
+            .map(|(app, f, n)| (app, (f.max(0) as usize, n.max(0) as usize)))
+            .collect();
+        let mut found = detect::windowed_against(&events, &baseline, now, &t);
         found.extend(self.registration_after_tap(&events, &t).await?);
         found.extend(self.account_detections(now, &t).await?);
         run.raised.extend(self.raise(found, &t).await?);

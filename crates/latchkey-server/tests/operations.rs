@@ -955,3 +955,57 @@ async fn postgres_signin_log_detections_and_alerts() {
         .iter()
         .any(|e| e["action"] == "signins.purge"));
 }
+
+async fn log_at(h: &Harness, at: i64, app: &str, user: &str, ok: bool) {
+    h.app
+        .store
+        .log_signin_with_decision(
+            &SignInLogEntry {
+                at,
+                user_id: None,
+                username: user.into(),
+                application: Some(app.into()),
+                source_ip: Some(format!("10.9.{}.{}", at % 200, at % 250)),
+                result: if ok { "success" } else { "failure" }.into(),
+                reason: (!ok).then(|| "invalid_code".to_owned()),
+                methods: vec!["totp".into()],
+                acr: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// The failure-spike baseline comes from database counts over the day
+/// before the recent window, per application.
+#[tokio::test]
+async fn failure_rate_spike_against_the_stored_baseline() {
+    let h = harness().await;
+    let now = h.now();
+    // crm: a calm baseline (100 successes, 10 failures two hours ago), then
+    // 20 failures in the last 15 minutes. mail: fails as often all day.
+    for i in 0..100 {
+        log_at(&h, now - 7200 - i, "crm", &format!("b{i}"), true).await;
+        log_at(&h, now - 7200 - i, "mail", &format!("m{i}"), false).await;
+    }
+    for i in 0..10 {
+        log_at(&h, now - 7300 - i, "crm", &format!("f{i}"), false).await;
+    }
+    for i in 0..20 {
+        log_at(&h, now - 60 - i, "crm", &format!("r{i}"), false).await;
+        log_at(&h, now - 60 - i, "mail", &format!("r{i}"), false).await;
+    }
+    let run = h.app.run_detections().await.unwrap();
+    assert_eq!(kinds(&run.raised), set(&[("failure_rate_spike", "medium", "app:crm")]));
+    let d = &run.raised[0].details;
+    assert_eq!(
+        (d["failures"].as_i64(), d["attempts"].as_i64()),
+        (Some(20), Some(20)),
+        "{d}"
+    );
+    assert!(
+        (d["baseline_ratio"].as_f64().unwrap() - 10.0 / 110.0).abs() < 1e-9,
+        "{d}"
+    );
+}

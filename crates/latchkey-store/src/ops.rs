@@ -166,6 +166,24 @@ impl Store {
         rows.iter().map(signin_from_row).collect()
     }
 
+    /// (application, failures, attempts) of sign-ins in `[from, to)`, the
+    /// portal (no application) as `portal`.
+    pub async fn signin_counts_by_app(&self, from: i64, to: i64, portal: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(application, $3) AS app,
+                    SUM(CASE WHEN result = 'success' THEN 0 ELSE 1 END) AS failures, COUNT(*) AS attempts
+             FROM signins WHERE at >= $1 AND at < $2 GROUP BY COALESCE(application, $3)",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(portal)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("app")?, r.try_get("failures")?, r.try_get("attempts")?)))
+            .collect()
+    }
+
     /// A user's successful sign-ins before sign-in `before_id` (newest first):
     /// the places and networks this user is known from.
     pub async fn user_success_history(&self, user_id: &str, before_id: i64, limit: i64) -> Result<Vec<SignInRecord>> {
