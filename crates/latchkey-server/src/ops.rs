@@ -76,7 +76,8 @@ const STANDING: [DetectionKind; 4] = [
 pub struct SignInPage {
     #[schema(value_type = Vec<Object>)]
     pub signins: Vec<SignInRecord>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    /// Pass as `cursor` for the next (older) page; absent when this page was
+    /// not full (a full last page is followed by an empty one).
     pub next_cursor: Option<i64>,
 }
 
