@@ -187,6 +187,16 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
+    /// How far back the windowed detections need whole events (the spike
+    /// baseline before that is counted, not loaded).
+    pub fn short_lookback_secs(&self) -> i64 {
+        self.push_window_secs
+            .max(self.spray_window_secs)
+            .max(self.stuffing_window_secs)
+            .max(self.spike_window_secs)
+            .max(self.tap_registration_window_secs)
+    }
+
     /// How far back the windowed detections look.
     pub fn lookback_secs(&self) -> i64 {
         self.push_window_secs
@@ -327,41 +337,54 @@ pub fn credential_stuffing(events: &[SignInEvent], now: i64, t: &Thresholds) -> 
     }]
 }
 
+/// Failures and attempts per application (`latchkey` for the portal).
+pub type AppCounts = BTreeMap<String, (usize, usize)>;
+
 /// Failure-rate spike per application: the recent failure ratio against the
 /// ratio of the baseline before it.
 pub fn failure_rate_spike(events: &[SignInEvent], now: i64, t: &Thresholds) -> Vec<Detection> {
-    #[derive(Default)]
-    struct Rates {
-        recent: (usize, usize),
-        baseline: (usize, usize),
+    let mut baseline = AppCounts::new();
+    for e in events
+        .iter()
+        .filter(|e| in_window(e, now, t.spike_baseline_secs) && !in_window(e, now, t.spike_window_secs))
+    {
+        let c = baseline.entry(e.application().to_owned()).or_default();
+        c.0 += usize::from(!e.success);
+        c.1 += 1;
     }
-    let mut per_app: BTreeMap<&str, Rates> = BTreeMap::new();
-    for e in events.iter().filter(|e| in_window(e, now, t.spike_baseline_secs)) {
-        let r = per_app.entry(e.application()).or_default();
-        let slot = if in_window(e, now, t.spike_window_secs) {
-            &mut r.recent
-        } else {
-            &mut r.baseline
-        };
-        slot.1 += 1;
-        slot.0 += usize::from(!e.success);
+    failure_rate_spike_against(events, &baseline, now, t)
+}
+
+/// The same with the baseline counted elsewhere (the server asks the
+/// database for counts instead of loading a day of rows).
+pub fn failure_rate_spike_against(
+    events: &[SignInEvent],
+    baseline: &AppCounts,
+    now: i64,
+    t: &Thresholds,
+) -> Vec<Detection> {
+    let mut recent = AppCounts::new();
+    for e in events.iter().filter(|e| in_window(e, now, t.spike_window_secs)) {
+        let c = recent.entry(e.application().to_owned()).or_default();
+        c.0 += usize::from(!e.success);
+        c.1 += 1;
     }
     let ratio = |(f, n): (usize, usize)| if n == 0 { 0.0 } else { f as f64 / n as f64 };
-    per_app
+    recent
         .into_iter()
-        .filter(|(_, r)| {
-            r.recent.0 >= t.spike_min_failures
-                && ratio(r.recent) >= t.spike_min_ratio
-                && ratio(r.recent) > ratio(r.baseline) * t.spike_factor
-        })
-        .map(|(app, r)| Detection {
-            kind: DetectionKind::FailureRateSpike,
-            severity: Severity::Medium,
-            target: format!("app:{app}"),
-            details: json!({
-                "failures": r.recent.0, "attempts": r.recent.1, "failure_ratio": ratio(r.recent),
-                "baseline_ratio": ratio(r.baseline), "window_secs": t.spike_window_secs,
-            }),
+        .filter_map(|(app, r)| {
+            let b = baseline.get(&app).copied().unwrap_or_default();
+            (r.0 >= t.spike_min_failures && ratio(r) >= t.spike_min_ratio && ratio(r) > ratio(b) * t.spike_factor).then(
+                || Detection {
+                    kind: DetectionKind::FailureRateSpike,
+                    severity: Severity::Medium,
+                    target: format!("app:{app}"),
+                    details: json!({
+                        "failures": r.0, "attempts": r.1, "failure_ratio": ratio(r),
+                        "baseline_ratio": ratio(b), "window_secs": t.spike_window_secs,
+                    }),
+                },
+            )
         })
         .collect()
 }
@@ -612,6 +635,16 @@ pub fn windowed(events: &[SignInEvent], now: i64, t: &Thresholds) -> Vec<Detecti
     out.extend(password_spray(events, now, t));
     out.extend(credential_stuffing(events, now, t));
     out.extend(failure_rate_spike(events, now, t));
+    out
+}
+
+/// The same over events of the last [`Thresholds::short_lookback_secs`] only,
+/// with the failure-spike baseline given as counts.
+pub fn windowed_against(events: &[SignInEvent], baseline: &AppCounts, now: i64, t: &Thresholds) -> Vec<Detection> {
+    let mut out = push_fatigue(events, now, t);
+    out.extend(password_spray(events, now, t));
+    out.extend(credential_stuffing(events, now, t));
+    out.extend(failure_rate_spike_against(events, baseline, now, t));
     out
 }
 
@@ -867,6 +900,13 @@ mod tests {
         let d = failure_rate_spike(&e, NOW, &t);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].target, "app:crm");
+        // Counting the baseline elsewhere gives the same answer.
+        let mut counts = AppCounts::new();
+        counts.insert("crm".into(), (10, 110));
+        let recent: Vec<_> = e.iter().filter(|x| x.at > NOW - 900).cloned().collect();
+        assert_eq!(failure_rate_spike_against(&recent, &counts, NOW, &t), d);
+        counts.insert("crm".into(), (300, 310));
+        assert!(failure_rate_spike_against(&recent, &counts, NOW, &t).is_empty());
         // A baseline that already fails as often is no spike.
         let mut steady = e.clone();
         steady.extend((0..300).map(|i| app(fail(NOW - 7200 - i, "x", "10.0.0.4"))));

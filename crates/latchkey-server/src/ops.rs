@@ -76,7 +76,8 @@ const STANDING: [DetectionKind; 4] = [
 pub struct SignInPage {
     #[schema(value_type = Vec<Object>)]
     pub signins: Vec<SignInRecord>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    /// Pass as `cursor` for the next (older) page; absent when this page was
+    /// not full (a full last page is followed by an empty one).
     pub next_cursor: Option<i64>,
 }
 
@@ -385,19 +386,44 @@ impl App {
     /// Run every detection that is due: per-sign-in ones over sign-ins not
     /// examined yet, windowed and account-level ones over the current state.
     pub async fn run_detections(&self) -> AppResult<DetectionRun> {
+        self.run_detections_scoped(true).await
+    }
+
+    /// What a new sign-in can change: per-sign-in and windowed detections,
+    /// not the account-level sweep (that runs on the tick).
+    pub async fn run_signin_detections(&self) -> AppResult<DetectionRun> {
+        self.run_detections_scoped(false).await
+    }
+
+    async fn run_detections_scoped(&self, accounts: bool) -> AppResult<DetectionRun> {
         let mut run = self.detect_new_signins().await?;
         let now = self.now();
         let t = self.config.ops.thresholds.clone();
+        // Whole rows for the short windows; the day-long failure-spike
+        // baseline as counts from the database.
         let events: Vec<SignInEvent> = self
             .store
-            .signins_between(now - t.lookback_secs(), now + 1, 500_000)
+            .signins_between(now - t.short_lookback_secs(), now + 1, 500_000)
             .await?
             .iter()
             .map(event)
             .collect();
-        let mut found = detect::windowed(&events, now, &t);
+        let baseline: detect::AppCounts = self
+            .store
+            .signin_counts_by_app(
+                now - t.spike_baseline_secs + 1,
+                now - t.spike_window_secs + 1,
+                latchkey_core::policy::PORTAL_APPLICATION,
+            )
+            .await?
+            .into_iter()
+            .map(|(app, f, n)| (app, (f.max(0) as usize, n.max(0) as usize)))
+            .collect();
+        let mut found = detect::windowed_against(&events, &baseline, now, &t);
         found.extend(self.registration_after_tap(&events, &t).await?);
-        found.extend(self.account_detections(now, &t).await?);
+        if accounts {
+            found.extend(self.account_detections(now, &t).await?);
+        }
         run.raised.extend(self.raise(found, &t).await?);
         Ok(run)
     }
@@ -655,11 +681,23 @@ pub(crate) fn spawn_tasks(app: Arc<App>) -> tokio::task::JoinSet<()> {
     let a = app.clone();
     set.spawn(async move {
         let every = std::time::Duration::from_secs(a.config.ops.detection_interval_secs.max(1));
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            // Whichever comes first: a new sign-in or the tick.
-            let _ = tokio::time::timeout(every, a.ops.wake.notified()).await;
-            if let Err(e) = a.run_detections().await {
+            // Whichever comes first: a new sign-in or the next sweep.
+            let woke = tokio::time::timeout_at(next_sweep, a.ops.wake.notified()).await.is_ok();
+            let r = if woke {
+                a.run_signin_detections().await
+            } else {
+                next_sweep = tokio::time::Instant::now() + every;
+                a.run_detections().await
+            };
+            if let Err(e) = r {
                 tracing::warn!(error = %e, "detections failed");
+            }
+            if woke {
+                // Under load, sign-ins arriving meanwhile are examined together
+                // (the wake-up coalesces) at most a few times a second.
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
         }
     });

@@ -818,3 +818,195 @@ async fn openapi_lists_the_operations_routes() {
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
 }
+
+#[tokio::test]
+async fn the_admin_console_lists_alerts_and_acknowledges_them() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    let h = harness().await;
+    h.create_user("root", &["admin"]).await;
+    h.app.run_detections().await.unwrap();
+    let id = h.app.store.alerts(0, 10).await.unwrap()[0].id;
+    let sec = h.user_with_totp("sec", &["security_admin"]).await;
+    let session = h.signin_mfa("sec", &sec).await;
+    let page = h
+        .send(
+            Request::get("/admin/alerts")
+                .header(header::COOKIE, format!("lk_session={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    page.expect(StatusCode::OK);
+    let html = page.text();
+    assert!(
+        html.contains("privileged_without_phishing_resistant") && html.contains("user:root"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("/admin/alerts/{id}/acknowledge")), "{html}");
+    let csrf_cookie = page
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("lk_csrf="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .unwrap_or_default();
+    let i = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let token = &html[i..i + html[i..].find('"').unwrap()];
+    let cookies = format!("lk_session={session}; {csrf_cookie}");
+    let post = |path: String, body: String| {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookies.clone())
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // Without the token the form is refused.
+    let r = h
+        .send(post(format!("/admin/alerts/{id}/acknowledge"), String::new()))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = h
+        .send(post(format!("/admin/alerts/{id}/acknowledge"), format!("csrf={token}")))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let a = h.app.store.alert(id).await.unwrap().unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.handled_by.as_deref()),
+        ("acknowledged", Some("user:sec"))
+    );
+    let r = h
+        .send(post(
+            format!("/admin/alerts/{id}/resolve"),
+            format!("csrf={token}&resolution=key+registered"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.app.store.alert(id).await.unwrap().unwrap().status, "resolved");
+    // A plain user gets no alerts page.
+    let plain = h.user_with_totp("pat", &[]).await;
+    let s = h.signin_mfa("pat", &plain).await;
+    let r = h
+        .send(
+            Request::get("/admin/alerts")
+                .header(header::COOKIE, format!("lk_session={s}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+/// The same SQL on PostgreSQL: log with details, filtered query with NULL
+/// filters, detection cursor, dedup, alert handling, purge with audit.
+#[tokio::test]
+async fn postgres_signin_log_detections_and_alerts() {
+    let Some(h) = Harness::postgres("postgres_signin_log_detections_and_alerts").await else {
+        return;
+    };
+    let secret = h.user_with_totp("pgu", &[]).await;
+    for i in 0..10 {
+        h.create_user(&format!("pg{i}"), &[]).await;
+        wrong_password_from(&h, SPRAYER, &format!("pg{i}")).await;
+    }
+    let r = signin_from(&h, BERLIN, "pgu", &secret).await;
+    assert_eq!(r.json["state"], "complete", "{}", r.json);
+    let page = h.get("/api/v1/signins?result=failure&limit=4", Some(&h.admin)).await;
+    page.expect(StatusCode::OK);
+    assert_eq!(page.json["signins"].as_array().unwrap().len(), 4);
+    let cursor = page.json["next_cursor"].as_i64().unwrap();
+    let rest = h
+        .get(
+            &format!("/api/v1/signins?result=failure&cursor={cursor}&limit=100"),
+            Some(&h.admin),
+        )
+        .await;
+    assert_eq!(rest.json["signins"].as_array().unwrap().len(), 6, "{}", rest.json);
+    let ok = h.get("/api/v1/signins?user=pgu&app=latchkey", Some(&h.admin)).await;
+    assert_eq!(
+        ok.json["signins"].as_array().unwrap().len(),
+        1,
+        "the portal is 'latchkey'"
+    );
+    let ok = h.get("/api/v1/signins?user=pgu", Some(&h.admin)).await;
+    assert_eq!(ok.json["signins"][0]["methods_used"], json!(["password", "totp"]));
+
+    let run = h.app.run_detections().await.unwrap();
+    assert_eq!(kinds(&run.raised), set(&[("password_spray", "high", "ip:100.64.0.23")]));
+    assert!(h.app.run_detections().await.unwrap().raised.is_empty());
+    let id = run.raised[0].id;
+    h.post(&format!("/api/v1/alerts/{id}/acknowledge"), Some(&h.admin), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let m = h.get("/metrics", None).await.text();
+    assert_eq!(
+        metric(
+            &m,
+            r#"latchkey_alerts{kind="password_spray",severity="high",status="acknowledged"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    h.advance(91 * 86_400);
+    assert_eq!(h.app.purge_signin_log().await.unwrap(), 11);
+    assert!(h
+        .all_audit_events()
+        .await
+        .iter()
+        .any(|e| e["action"] == "signins.purge"));
+}
+
+async fn log_at(h: &Harness, at: i64, app: &str, user: &str, ok: bool) {
+    h.app
+        .store
+        .log_signin_with_decision(
+            &SignInLogEntry {
+                at,
+                user_id: None,
+                username: user.into(),
+                application: Some(app.into()),
+                source_ip: Some(format!("10.9.{}.{}", at % 200, at % 250)),
+                result: if ok { "success" } else { "failure" }.into(),
+                reason: (!ok).then(|| "invalid_code".to_owned()),
+                methods: vec!["totp".into()],
+                acr: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// The failure-spike baseline comes from database counts over the day
+/// before the recent window, per application.
+#[tokio::test]
+async fn failure_rate_spike_against_the_stored_baseline() {
+    let h = harness().await;
+    let now = h.now();
+    // crm: a calm baseline (100 successes, 10 failures two hours ago), then
+    // 20 failures in the last 15 minutes. mail: fails as often all day.
+    for i in 0..100 {
+        log_at(&h, now - 7200 - i, "crm", &format!("b{i}"), true).await;
+        log_at(&h, now - 7200 - i, "mail", &format!("m{i}"), false).await;
+    }
+    for i in 0..10 {
+        log_at(&h, now - 7300 - i, "crm", &format!("f{i}"), false).await;
+    }
+    for i in 0..20 {
+        log_at(&h, now - 60 - i, "crm", &format!("r{i}"), false).await;
+        log_at(&h, now - 60 - i, "mail", &format!("r{i}"), false).await;
+    }
+    let run = h.app.run_detections().await.unwrap();
+    assert_eq!(kinds(&run.raised), set(&[("failure_rate_spike", "medium", "app:crm")]));
+    let d = &run.raised[0].details;
+    assert_eq!(
+        (d["failures"].as_i64(), d["attempts"].as_i64()),
+        (Some(20), Some(20)),
+        "{d}"
+    );
+    assert!(
+        (d["baseline_ratio"].as_f64().unwrap() - 10.0 / 110.0).abs() < 1e-9,
+        "{d}"
+    );
+}

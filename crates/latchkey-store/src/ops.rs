@@ -124,7 +124,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT * FROM signins
              WHERE ($1 IS NULL OR username = $1)
-               AND ($2 IS NULL OR application = $2)
+               AND ($2 IS NULL OR COALESCE(application, $8) = $2)
                AND ($3 IS NULL OR result = $3)
                AND ($4 IS NULL OR at >= $4)
                AND ($5 IS NULL OR at < $5)
@@ -138,6 +138,8 @@ impl Store {
         .bind(f.to)
         .bind(f.before_id)
         .bind(f.limit.clamp(1, 1000))
+        // Sign-ins to Latchkey's own portal are logged without an application.
+        .bind(latchkey_core::policy::PORTAL_APPLICATION)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(signin_from_row).collect()
@@ -162,6 +164,24 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(signin_from_row).collect()
+    }
+
+    /// (application, failures, attempts) of sign-ins in `[from, to)`, the
+    /// portal (no application) as `portal`.
+    pub async fn signin_counts_by_app(&self, from: i64, to: i64, portal: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(application, $3) AS app,
+                    SUM(CASE WHEN result = 'success' THEN 0 ELSE 1 END) AS failures, COUNT(*) AS attempts
+             FROM signins WHERE at >= $1 AND at < $2 GROUP BY COALESCE(application, $3)",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(portal)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("app")?, r.try_get("failures")?, r.try_get("attempts")?)))
+            .collect()
     }
 
     /// A user's successful sign-ins before sign-in `before_id` (newest first):

@@ -58,6 +58,12 @@ pub enum Scenario {
     /// Not part of `all`: evidence-report generation over `--signins` sign-ins
     /// (see bench_report.rs).
     Report,
+    /// Not part of `all`: detections over `--events` synthetic sign-in
+    /// events, pure (no server), see ops_bench.rs.
+    Detections,
+    /// Not part of `all`: the events logged in SQLite, then the server's
+    /// detection engine over them.
+    DetectionsStore,
 }
 
 #[derive(Args, Debug)]
@@ -95,9 +101,18 @@ pub struct BenchArgs {
     /// Sign-in log rows to seed for the report scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub signins: usize,
+    /// Sign-in events for the detections scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
 }
 
 pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Detections {
+        return crate::ops_bench::run(args.events, args.json);
+    }
+    if args.scenario == Scenario::DetectionsStore {
+        return crate::ops_bench::run_with_store(args.events).await;
+    }
     if args.concurrency == 0 || args.duration_secs == 0 {
         bail!("--concurrency and --duration-secs must be at least 1");
     }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_report;
 mod federation;
 mod helpdesk;
+mod ops_bench;
 mod ops_cmd;
 mod policy_cmd;
 mod push_cmd;

@@ -14,6 +14,7 @@ pub mod csrf;
 mod history;
 mod layout;
 mod pages_admin;
+mod pages_alerts;
 mod pages_campaign;
 mod pages_cases;
 mod pages_helpdesk;
@@ -90,6 +91,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(pages_cases::routes())
         .merge(pages_admin::routes())
         .merge(pages_reports::routes())
+        .merge(pages_alerts::routes())
         .route("/signout", post(pages_signin::signout))
         .layer(axum::middleware::from_fn_with_state(app, csrf::guard))
         .layer(SetResponseHeaderLayer::overriding(

@@ -39,6 +39,7 @@ fn admin_tabs(current: &str) -> Markup {
             (tab("/admin/tokens", "API tokens"))
             (tab("/admin/audit", "Audit log"))
             (tab("/admin/reports", "Evidence reports"))
+            (tab("/admin/alerts", "Alerts"))
         }
     }
 }

@@ -15,6 +15,8 @@ ALTER TABLE policy_alerts ADD COLUMN handled_by TEXT;
 ALTER TABLE policy_alerts ADD COLUMN handled_at BIGINT;
 ALTER TABLE policy_alerts ADD COLUMN resolution TEXT;
 CREATE INDEX policy_alerts_kind_target ON policy_alerts(kind, target, at);
+-- Risk at sign-in reads recent alerts about one user or source.
+CREATE INDEX policy_alerts_target ON policy_alerts(target, at);
 
 -- Named cursors (last sign-in id examined by the detection engine, last
 -- alert id delivered to each sink), advanced by compare-and-swap so several
