@@ -13,7 +13,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use latchkey_core::oidc::{self as rules, AuthRequirements, AuthorizeDecision, ClientKind, SessionFacts};
 use latchkey_core::secret::{ct_eq, random_token};
-use latchkey_core::{AuthStrength, UserState, VerifyMethod};
+use latchkey_core::{AuthStrength, UserState};
 use latchkey_store::{
     new_id, AuditEntry, CodeRecord, GrantRecord, OidcClientRecord, SessionRecord, SigningKeyRecord, UserRecord, WriteTx,
 };
@@ -548,11 +548,7 @@ impl App {
         if fresh {
             return Ok(AuthorizeDecision::Issue);
         }
-        let methods: Vec<VerifyMethod> = session
-            .methods
-            .iter()
-            .filter_map(|m| serde_json::from_value(serde_json::Value::String(m.clone())).ok())
-            .collect();
+        let methods = crate::policy::steps(&session.methods);
         let too_old = d
             .sign_in_frequency_secs
             .is_some_and(|f| now - session.authenticated_at > f);
