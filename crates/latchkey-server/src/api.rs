@@ -108,6 +108,18 @@ pub struct CreateUserRequest {
     pub roles: Vec<String>,
 }
 
+/// Directory attributes to change; omitted fields keep their value.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub display_name: Option<String>,
+    /// An empty string clears the department.
+    pub department: Option<String>,
+    pub groups: Option<Vec<String>>,
+    /// admin, helpdesk, security_admin, auditor (replaces the list)
+    pub roles: Option<Vec<String>>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
@@ -386,6 +398,25 @@ async fn get_user(
     ApiPath(username): ApiPath<String>,
 ) -> AppResult<Json<UserView>> {
     Ok(Json(UserView::from(&app.get_user(&p, &username).await?)))
+}
+
+/// Change a user's display name, department, groups or roles (admin; audited).
+#[utoipa::path(patch, path = "/api/v1/users/{username}", request_body = UpdateUserRequest, tag = "users",
+    params(("username" = String, Path)),
+    responses((status = 200, body = UserView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn update_user(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> AppResult<Json<UserView>> {
+    let change = crate::app::UserChange {
+        display_name: req.display_name,
+        department: req.department,
+        groups: req.groups,
+        roles: req.roles,
+    };
+    Ok(Json(UserView::from(&app.update_user(&p, &username, change).await?)))
 }
 
 /// Set a user's password (admin, or the user with a fresh strong sign-in).
@@ -917,7 +948,7 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "Latchkey", description = "Self-hosted MFA server. Errors are application/problem+json with a stable `type` (urn:latchkey:problem:<slug>)."),
     paths(
-        create_user, list_users, get_user, set_password, clear_lockout, notifications,
+        create_user, list_users, get_user, update_user, set_password, clear_lockout, notifications,
         list_methods, delete_method, enroll_totp, confirm_totp, totp_qr, recovery_codes, issue_tap,
         signin_start, signin_verify, get_session, delete_session,
         create_api_token, list_api_tokens, revoke_api_token,
@@ -950,7 +981,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::oidc::http::routes())
         .merge(crate::radius::http::routes())
         .route("/api/v1/users", post(create_user).get(list_users))
-        .route("/api/v1/users/{username}", get(get_user))
+        .route("/api/v1/users/{username}", get(get_user).patch(update_user))
         .route("/api/v1/users/{username}/password", put(set_password))
         .route("/api/v1/users/{username}/lockout", delete(clear_lockout))
         .route("/api/v1/users/{username}/notifications", get(notifications))

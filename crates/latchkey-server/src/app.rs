@@ -312,28 +312,7 @@ impl App {
         roles: Vec<String>,
     ) -> AppResult<UserRecord> {
         p.require_admin()?;
-        let name = Username::parse(username)?;
-        let display_name = display_name.trim();
-        if display_name.is_empty() || display_name.chars().count() > 200 {
-            return Err(AppError::InvalidRequest("display_name must be 1-200 characters".into()));
-        }
-        for g in &groups {
-            if g.is_empty() || g.len() > 100 || g.chars().any(char::is_control) {
-                return Err(AppError::InvalidRequest(
-                    "group names must be 1-100 printable characters".into(),
-                ));
-            }
-        }
-        let mut parsed_roles = roles.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>()?;
-        parsed_roles.sort();
-        parsed_roles.dedup();
-        let new = NewUser {
-            username: name.as_str().to_owned(),
-            display_name: display_name.to_owned(),
-            department: department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()),
-            groups,
-            roles: parsed_roles,
-        };
+        let new = new_user(username, display_name, department, groups, roles)?;
         let now = self.now();
         let mut tx = self.store.write().await?;
         let user = tx.insert_user(&new, now).await?;
@@ -349,6 +328,59 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(user)
+    }
+
+    /// Change a user's directory attributes (admin). Fields left `None` keep
+    /// their value; an empty department clears it. The last active
+    /// administrator cannot lose the admin role.
+    pub async fn update_user(&self, p: &Principal, username: &str, change: UserChange) -> AppResult<UserRecord> {
+        p.require_admin()?;
+        let before = self.user(username).await?;
+        let new = new_user(
+            &before.username,
+            change.display_name.as_deref().unwrap_or(&before.display_name),
+            match change.department {
+                Some(d) => Some(d),
+                None => before.department.clone(),
+            },
+            change.groups.unwrap_or_else(|| before.groups.clone()),
+            match change.roles {
+                Some(r) => r,
+                None => before.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            },
+        )?;
+        if before.roles.contains(&Role::Admin) && !new.roles.contains(&Role::Admin) {
+            let admins = self
+                .store
+                .list_users()
+                .await?
+                .into_iter()
+                .filter(|u| u.state == UserState::Active && u.roles.contains(&Role::Admin))
+                .count();
+            if admins <= 1 {
+                return Err(AppError::Conflict(format!(
+                    "'{}' is the last active administrator; make someone else an administrator first",
+                    before.username
+                )));
+            }
+        }
+        let mut tx = self.store.write().await?;
+        tx.update_user_profile(&before.id, &new, self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "user.update",
+                format!("user:{}", before.username),
+                json!({
+                    "before": { "display_name": before.display_name, "department": before.department, "groups": before.groups, "roles": before.roles },
+                    "after": { "display_name": new.display_name, "department": new.department, "groups": new.groups, "roles": new.roles },
+                }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.user(username).await
     }
 
     pub async fn set_password(&self, p: &Principal, username: &str, password: &str) -> AppResult<()> {
@@ -1533,4 +1565,46 @@ pub(crate) fn clean_label(label: Option<String>, default: &str) -> AppResult<Str
         ));
     }
     Ok(l)
+}
+
+/// A change to a user's directory attributes; `None` keeps the value.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub display_name: Option<String>,
+    /// `Some("")` clears the department.
+    pub department: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub roles: Option<Vec<String>>,
+}
+
+/// Validated directory attributes, for creating or updating a user.
+fn new_user(
+    username: &str,
+    display_name: &str,
+    department: Option<String>,
+    groups: Vec<String>,
+    roles: Vec<String>,
+) -> AppResult<NewUser> {
+    let name = Username::parse(username)?;
+    let display_name = display_name.trim();
+    if display_name.is_empty() || display_name.chars().count() > 200 {
+        return Err(AppError::InvalidRequest("display_name must be 1-200 characters".into()));
+    }
+    for g in &groups {
+        if g.is_empty() || g.len() > 100 || g.chars().any(char::is_control) {
+            return Err(AppError::InvalidRequest(
+                "group names must be 1-100 printable characters".into(),
+            ));
+        }
+    }
+    let mut parsed_roles = roles.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    parsed_roles.sort();
+    parsed_roles.dedup();
+    Ok(NewUser {
+        username: name.as_str().to_owned(),
+        display_name: display_name.to_owned(),
+        department: department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()),
+        groups,
+        roles: parsed_roles,
+    })
 }

@@ -715,3 +715,96 @@ async fn a_rollout_wave_nudges_with_its_deadline_then_enforces() {
     assert_eq!(problem(&v), "urn:latchkey:problem:authentication-strength-required");
     assert!(v["detail"].as_str().unwrap().contains("Rollout wave 'Pilot'"), "{v}");
 }
+
+#[tokio::test]
+async fn moving_a_user_to_another_department_changes_which_policies_apply() {
+    let e = env().await;
+    let secret = e.user("dora", &[], &["staff"]).await;
+    let (s, v) = e
+        .policy(
+            json!({
+                "id": "finance-pr", "name": "Finance needs phishing-resistant", "state": "enabled",
+                "assignments": { "departments": { "include": ["Finance"] }, "applications": { "include": ["*"] } },
+                "grant": [ { "require_strength": "phishing_resistant" } ]
+            }),
+            true,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, flow) = e.signin("dora").await;
+    assert_eq!(s, StatusCode::OK, "{flow}");
+    assert_eq!(e.totp(&flow, &secret).await.0, StatusCode::OK);
+
+    let (s, u) = e
+        .call(
+            "PATCH",
+            "/api/v1/users/dora",
+            true,
+            Some(json!({ "department": "Finance", "groups": ["staff", "payroll"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(u["department"], "Finance");
+    assert_eq!(u["groups"], json!(["staff", "payroll"]));
+    let (s, v) = e.signin("dora").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Finance needs phishing-resistant"),
+        "{v}"
+    );
+    let audit = e.app.store.audit_page(0, 1000, Some("user:dora")).await.unwrap();
+    let ev = audit
+        .events
+        .iter()
+        .find(|a| a.action == "user.update")
+        .expect("audited");
+    let details: Value = serde_json::from_str(&ev.details).unwrap();
+    assert_eq!(details["before"]["department"], Value::Null);
+    assert_eq!(details["after"]["department"], "Finance");
+
+    // An empty department clears it; bad input is a problem, not a change.
+    let (s, u) = e
+        .call("PATCH", "/api/v1/users/dora", true, Some(json!({ "department": "" })))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(u["department"], Value::Null);
+    let (s, v) = e
+        .call("PATCH", "/api/v1/users/dora", true, Some(json!({ "roles": ["root"] })))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _) = e
+        .call("PATCH", "/api/v1/users/dora", true, Some(json!({ "mfa": false })))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused");
+    let (s, _) = e
+        .call(
+            "PATCH",
+            "/api/v1/users/nobody",
+            true,
+            Some(json!({ "department": "x" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The last administrator keeps the role.
+    e.user("root", &["admin"], &[]).await;
+    let (s, v) = e
+        .call("PATCH", "/api/v1/users/root", true, Some(json!({ "roles": [] })))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("last active administrator"),
+        "{v}"
+    );
+    let (s, _) = e
+        .call("PATCH", "/api/v1/users/dora", true, Some(json!({ "roles": ["admin"] })))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = e
+        .call("PATCH", "/api/v1/users/root", true, Some(json!({ "roles": [] })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

@@ -92,6 +92,27 @@ impl WriteTx {
         })
     }
 
+    /// Replace a user's directory attributes (what conditional access and
+    /// rollout waves select on).
+    pub async fn update_user_profile(&mut self, user_id: &str, u: &NewUser, now: i64) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE users SET display_name = $1, department = $2, groups_json = $3, roles_json = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(&u.display_name)
+        .bind(u.department.clone())
+        .bind(to_json(&u.groups))
+        .bind(to_json(&u.roles))
+        .bind(now)
+        .bind(user_id)
+        .execute(self.conn())
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("user".into()));
+        }
+        Ok(())
+    }
+
     pub async fn set_password_hash(&mut self, user_id: &str, phc: &str, now: i64) -> Result<()> {
         let n =
             sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2, updated_at = $2 WHERE id = $3")

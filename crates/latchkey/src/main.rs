@@ -223,6 +223,27 @@ enum UserCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change display name, department, groups or roles (given lists replace the old ones).
+    Update {
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// An empty value clears the department.
+        #[arg(long)]
+        department: Option<String>,
+        /// Replace the groups (repeat the flag; --no-groups clears them).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, conflicts_with = "groups")]
+        no_groups: bool,
+        /// Replace the roles (repeat the flag; --no-roles clears them).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long, conflicts_with = "roles")]
+        no_roles: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a password, read from standard input (one line).
     SetPassword { username: String },
     /// Clear a sign-in lockout.
@@ -398,6 +419,30 @@ async fn run(cli: Cli) -> Result<()> {
                         print_json(&user_json(&u))?;
                     } else {
                         println!("created user {} ({})", u.username, u.id);
+                    }
+                }
+                UserCmd::Update {
+                    username,
+                    display_name,
+                    department,
+                    groups,
+                    no_groups,
+                    roles,
+                    no_roles,
+                    json,
+                } => {
+                    let list = |v: Vec<String>, clear: bool| (clear || !v.is_empty()).then_some(v);
+                    let change = latchkey_server::app::UserChange {
+                        display_name,
+                        department,
+                        groups: list(groups, no_groups),
+                        roles: list(roles, no_roles),
+                    };
+                    let u = app.update_user(&op, &username, change).await?;
+                    if json {
+                        print_json(&user_json(&u))?;
+                    } else {
+                        println!("updated user {}", u.username);
                     }
                 }
                 UserCmd::List { json } => {
