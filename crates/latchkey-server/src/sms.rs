@@ -149,7 +149,16 @@ impl MessageGateway for WebhookGateway {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| format!("webhook request failed: {e}"))?;
+        let resp = req.send().await.map_err(|e| {
+            // reqwest's message hides the cause (TLS, DNS, refused): name it for the operator.
+            let mut msg = format!("webhook request failed: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                msg.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            msg
+        })?;
         if resp.status().is_success() {
             Ok(())
         } else {
