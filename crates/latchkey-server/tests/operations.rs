@@ -254,6 +254,49 @@ async fn seeded_scenario_raises_exactly_the_expected_detections() {
     );
     // The CLI path (operator) sees them too.
     assert_eq!(h.app.list_alerts(&op, Some("open"), 100).await.unwrap().len(), 8);
+
+    // The evidence report over the same days shows the same scenario.
+    let from = latchkey_server::api::rfc3339(h.now() - 10 * 86_400);
+    let to = latchkey_server::api::rfc3339(h.now());
+    let r = h
+        .get(
+            &format!("/api/v1/reports/evidence?from={from}&to={to}&format=json"),
+            Some(&h.admin),
+        )
+        .await;
+    r.expect(StatusCode::OK);
+    let report = &r.json;
+    let d = &report["detections"];
+    assert_eq!(
+        (d["total"].as_i64(), d["handled"].as_i64(), d["open"].as_i64()),
+        (Some(9), Some(1), Some(8)),
+        "{d}"
+    );
+    let by_kind = |kind: &str| {
+        d["by_kind"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| row["kind"] == kind)
+            .map(|row| (row["total"].as_i64().unwrap(), row["handled"].as_i64().unwrap()))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    assert_eq!(by_kind("push_fatigue"), (1, 0));
+    assert_eq!(by_kind("password_spray"), (1, 0));
+    assert_eq!(by_kind("privileged_without_phishing_resistant"), (2, 1));
+    assert_eq!(by_kind("break_glass_test_overdue"), (1, 0));
+    let summary = &report["summary"];
+    assert_eq!(summary["active_exceptions"], 1, "staff00's ended: {summary}");
+    assert_eq!(summary["break_glass_tests_overdue"], 1, "{summary}");
+    assert_eq!(summary["signins_completed"], 2, "the traveler's two: {summary}");
+    assert_eq!(summary["audit_chain_ok"], true);
+    let privileged: Vec<&str> = report["privileged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["username"].as_str().unwrap())
+        .collect();
+    assert!(privileged.contains(&"root"), "{privileged:?}");
 }
 
 #[tokio::test]
