@@ -272,6 +272,13 @@ impl Default for SmsConfig {
     }
 }
 
+impl SmsConfig {
+    /// Whether codes only reach the development outbox.
+    pub fn gateway_is_development_only(&self) -> bool {
+        matches!(self.gateway, GatewayConfig::Outbox(_))
+    }
+}
+
 /// Where a code went, as the sign-in screen shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PhoneCodeSent {

@@ -594,3 +594,67 @@ fn latchkey_test_when(secs: i64) -> String {
         .format(&fmt)
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_phone_is_added_from_security_info_as_a_labelled_backup() {
+    use latchkey_server::sms::{GatewayConfig, OutboxGateway};
+    let outbox = std::env::temp_dir().join(format!("lk-web-outbox-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&outbox);
+    let path = outbox.clone();
+    let (app, clock) = app_with(move |c| c.sms.gateway = GatewayConfig::Outbox(OutboxGateway { path })).await;
+    let (secret, _) = user_with_totp(&app, &clock, "pia").await;
+    clock.advance(30);
+    let mut b = Browser::new(&app, "127.0.0.1");
+    let code = code_at(&secret, clock.now());
+    b.sign_in(
+        "/security-info",
+        "pia",
+        &[("password", "password", PW), ("totp", "code", &code)],
+    )
+    .await;
+    let info = b.get("/security-info").await;
+    assert!(
+        info.body.contains("Phone (backup)") && info.body.contains("weakest method"),
+        "{}",
+        info.body
+    );
+
+    let page = b
+        .post(
+            "/security-info/phone",
+            &[("phone", "+44 20 7946 0018"), ("kind", "sms")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("+4•••••••••18"), "masked: {}", page.body);
+    assert!(!page.body.contains("7946"), "never the whole number");
+    assert!(page.body.contains("outbox file"), "development outbox is labelled");
+    let sent = std::fs::read_to_string(&outbox).unwrap();
+    let last: serde_json::Value = serde_json::from_str(sent.lines().last().unwrap()).unwrap();
+    let body = last["body"].as_str().unwrap();
+    let sms_code: String = body
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() >= 6)
+        .unwrap()
+        .to_owned();
+    let action = page.body.split("action=\"/security-info/phone/").nth(1).unwrap();
+    let id = &action[..action.find('/').unwrap()];
+
+    let wrong = if sms_code == "000000" { "111111" } else { "000000" };
+    let bad = b
+        .post(&format!("/security-info/phone/{id}/confirm"), &[("code", wrong)])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let ok = b
+        .post(&format!("/security-info/phone/{id}/confirm"), &[("code", &sms_code)])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location(), "/security-info?done=phone_added");
+    let (_, methods) = app.methods(&Principal::Operator, "pia").await.unwrap();
+    let phone = methods
+        .iter()
+        .find(|m| m.kind == latchkey_core::MethodKind::Sms)
+        .unwrap();
+    assert_eq!(phone.state, latchkey_core::MethodState::Active);
+    let _ = std::fs::remove_file(&outbox);
+}

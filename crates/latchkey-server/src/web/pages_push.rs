@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/signin/push/status", get(push_status))
         .route("/signin/phone-code", post(send_code))
         .route("/security-info/push", post(enroll_push))
+        .route("/security-info/phone", post(enroll_phone))
+        .route("/security-info/phone/{id}", get(phone_pending))
+        .route("/security-info/phone/{id}/confirm", post(confirm_phone))
 }
 
 /// Users whose only second factors are SMS/voice are nudged to something stronger.
@@ -72,6 +75,143 @@ pub(super) fn enroll_card(ctx: &Ctx) -> Markup {
 #[derive(Deserialize)]
 struct LabelForm {
     label: Option<String>,
+}
+
+/// The "add a phone" card: a backup, labelled as the weakest method.
+pub(super) fn phone_card(ctx: &Ctx) -> Markup {
+    html! {
+        form.card method="post" action="/security-info/phone" {
+            (csrf_field(ctx))
+            h3 { "Phone (backup)" }
+            p { "Codes by text message or phone call. The weakest method: use it only as a backup." }
+            label for="phone-number" { "Phone number, with country code" }
+            input #phone-number type="tel" name="phone" autocomplete="tel" placeholder="+44 20 7946 0018" required
+                maxlength="32";
+            fieldset.inline {
+                legend { "Send codes by" }
+                label { input type="radio" name="kind" value="sms" checked; " text message" }
+                label { input type="radio" name="kind" value="voice"; " phone call" }
+            }
+            button type="submit" { "Add phone" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PhoneForm {
+    phone: String,
+    kind: String,
+}
+
+async fn enroll_phone(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<PhoneForm>) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let crate::app::Principal::Session { user, .. } = &p else {
+        return ctx.error_page(AppError::Unauthenticated);
+    };
+    let method = if f.kind == "voice" {
+        VerifyMethod::Voice
+    } else {
+        VerifyMethod::Sms
+    };
+    match app.enroll_phone(&p, &user.username, method, &f.phone, None).await {
+        Ok((m, sent)) => phone_page(ctx, &m.id, &sent.to, sent.development_only, None, StatusCode::OK),
+        Err(AppError::ReauthenticationRequired(_)) => {
+            axum::response::Redirect::to(&super::signin_url("/security-info", true)).into_response()
+        }
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+/// Reloading the confirmation page shows it again (no new code is sent).
+async fn phone_pending(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let crate::app::Principal::Session { user, .. } = &p else {
+        return ctx.error_page(AppError::Unauthenticated);
+    };
+    match app.methods(&p, &user.username).await {
+        Ok((_, methods)) => match methods
+            .iter()
+            .find(|m| m.id == id && m.state == latchkey_core::MethodState::Pending)
+        {
+            Some(m) => {
+                let to = m.params["masked"].as_str().unwrap_or("your phone").to_owned();
+                phone_page(
+                    ctx,
+                    &id,
+                    &to,
+                    app.config.sms.gateway_is_development_only(),
+                    None,
+                    StatusCode::OK,
+                )
+            }
+            None => axum::response::Redirect::to("/security-info").into_response(),
+        },
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+fn phone_page(ctx: Ctx, id: &str, to: &str, development: bool, error: Option<&str>, status: StatusCode) -> Response {
+    let body = html! {
+        h1 { "Confirm your phone" }
+        p.notice.info { "We sent a code to " strong { (to) } ". Enter it to finish adding this phone." }
+        @if development {
+            p.notice.error role="note" {
+                "Development setup: messages are written to the server's outbox file, not sent to a phone."
+            }
+        }
+        (super::layout::notice_error(error))
+        form.card method="post" action={ "/security-info/phone/" (id) "/confirm" } {
+            (csrf_field(&ctx))
+            label for="phone-code" { "Code" }
+            input #phone-code type="text" name="code" inputmode="numeric" autocomplete="one-time-code"
+                pattern="[0-9 ]*" maxlength="12" required autofocus;
+            button.primary type="submit" { "Confirm" }
+        }
+        p { a href="/security-info" { "Cancel" } }
+    };
+    ctx.page(status, "Confirm your phone", Section::Security, body)
+}
+
+#[derive(Deserialize)]
+struct PhoneCodeForm {
+    code: String,
+}
+
+async fn confirm_phone(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<PhoneCodeForm>,
+) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let crate::app::Principal::Session { user, .. } = &p else {
+        return ctx.error_page(AppError::Unauthenticated);
+    };
+    let code = f.code.trim().replace(' ', "");
+    match app.confirm_phone(&p, &user.username, &id, &code).await {
+        Ok(_) => axum::response::Redirect::to("/security-info?done=phone_added").into_response(),
+        Err(e @ (AppError::InvalidCode | AppError::WrongConfirmationCode | AppError::InvalidRequest(_))) => {
+            let msg = match e {
+                AppError::InvalidRequest(m) => format!("{m}."),
+                _ => "That code does not match or has expired. Check it, or add the phone again for a new code."
+                    .to_owned(),
+            };
+            let to = "your phone";
+            let dev = app.config.sms.gateway_is_development_only();
+            phone_page(ctx, &id, to, dev, Some(&msg), StatusCode::BAD_REQUEST)
+        }
+        Err(AppError::InvalidState(_)) => axum::response::Redirect::to("/security-info").into_response(),
+        Err(e) => ctx.error_page(e),
+    }
 }
 
 async fn enroll_push(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<LabelForm>) -> Response {

@@ -56,6 +56,9 @@ struct DoneQuery {
 fn done_text(d: &str) -> Option<&'static str> {
     Some(match d {
         "totp_added" => "Your authenticator app is registered. You can use its codes to sign in.",
+        "phone_added" => {
+            "Your phone is registered as a backup. Add an authenticator app or a security key too: they are stronger."
+        }
         "password_set" => "Your password was saved.",
         "method_removed" => "The method was removed.",
         _ => return None,
@@ -134,6 +137,10 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
                                     @if m.state == MethodState::Pending && m.kind == latchkey_core::MethodKind::Totp {
                                         a href={ "/security-info/totp/" (m.id) } { "Finish setup" } " "
                                     }
+                                    @if m.state == MethodState::Pending
+                                        && matches!(m.kind, latchkey_core::MethodKind::Sms | latchkey_core::MethodKind::Voice) {
+                                        a href={ "/security-info/phone/" (m.id) } { "Finish setup" } " "
+                                    }
                                     form.inline method="post" action={ "/security-info/methods/" (m.id) "/delete" }
                                         data-confirm={ "Remove " (method_name(m.kind)) " '" (m.label) "'?" } {
                                         (csrf_field(&ctx))
@@ -159,6 +166,7 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
                     button.primary type="submit" { "Add authenticator app" }
                 }
                 (super::pages_push::enroll_card(&ctx))
+                (super::pages_push::phone_card(&ctx))
                 form.card method="post" action="/security-info/recovery-codes"
                     data-confirm=[has_recovery.then_some("Your current recovery codes will stop working. Continue?")] {
                     (csrf_field(&ctx))
