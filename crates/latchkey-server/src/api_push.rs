@@ -37,6 +37,8 @@ use crate::sms::PhoneCodeSent;
 pub const AUTHENTICATOR_HTML: &str = include_str!("../static/authenticator.html");
 pub const AUTHENTICATOR_JS: &str = include_str!("../static/authenticator.js");
 pub const AUTHENTICATOR_MANIFEST: &str = include_str!("../static/authenticator.webmanifest");
+pub const AUTHENTICATOR_SW: &str = include_str!("../static/authenticator-sw.js");
+pub const AUTHENTICATOR_ICON: &str = include_str!("../static/authenticator-icon.svg");
 /// The sign-in page's push waiting script.
 pub const PUSH_WAIT_JS: &str = include_str!("../static/push-wait.js");
 
@@ -376,6 +378,18 @@ async fn authenticator_manifest() -> impl IntoResponse {
     asset("application/manifest+json", AUTHENTICATOR_MANIFEST)
 }
 
+/// The service worker, allowed to control `/authenticator` itself (its own
+/// path would only give it `/authenticator/`).
+async fn authenticator_sw() -> impl IntoResponse {
+    (
+        [(
+            header::HeaderName::from_static("service-worker-allowed"),
+            "/authenticator",
+        )],
+        asset("text/javascript; charset=utf-8", AUTHENTICATOR_SW),
+    )
+}
+
 async fn push_wait_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", PUSH_WAIT_JS)
 }
@@ -422,5 +436,10 @@ pub fn routes() -> Router<AppState> {
         .route("/authenticator", get(authenticator_page))
         .route("/authenticator/app.js", get(authenticator_js))
         .route("/authenticator/manifest.webmanifest", get(authenticator_manifest))
+        .route("/authenticator/sw.js", get(authenticator_sw))
+        .route(
+            "/authenticator/icon.svg",
+            get(|| async { asset("image/svg+xml", AUTHENTICATOR_ICON) }),
+        )
         .route("/static/push-wait.js", get(push_wait_js))
 }

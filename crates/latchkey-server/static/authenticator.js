@@ -178,5 +178,9 @@
         status("Not registered yet. Open the enrollment link from your security info page.");
       }
     });
+    // Installable, and opens offline (the shell only; see authenticator-sw.js).
+    if ("serviceWorker" in navigator) {
+      navigator.serviceWorker.register("/authenticator/sw.js", { scope: "/authenticator" }).catch(function () {});
+    }
   });
 })();
