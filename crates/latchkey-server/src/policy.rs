@@ -471,6 +471,10 @@ impl App {
     /// with their deadline; see [`rollout::nudges`]).
     pub async fn registration_nudges(&self, user: &UserRecord) -> AppResult<Vec<RegistrationNudge>> {
         let c = self.policies_now().await?;
+        // The common case costs nothing on the sign-in path: no wave is nudging.
+        if !c.phases.iter().any(|p| matches!(p, CampaignPhase::Nudge { .. })) {
+            return Ok(vec![]);
+        }
         let waves = self.store.rollout_waves().await?;
         let p = profile(user, c.break_glass.contains(&user.id));
         let steps = self.registered_steps(user).await?;
