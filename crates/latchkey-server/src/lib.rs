@@ -155,3 +155,18 @@ pub async fn serve(
     housekeeping.abort();
     result
 }
+
+/// The one outbound HTTP client (SMS and alert webhooks): rustls with the
+/// system's CA store, read once per process rather than per message.
+pub(crate) fn http_client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}

@@ -81,10 +81,7 @@ impl App {
     pub async fn deliver_alerts(&self) -> AppResult<usize> {
         let mut delivered = 0;
         if let Some(url) = self.config.ops.webhook_url.clone() {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let client = crate::http_client().map_err(AppError::Internal)?;
             delivered += self
                 .deliver_to(WEBHOOK_CURSOR, |a| {
                     let client = client.clone();
@@ -95,7 +92,7 @@ impl App {
                             .json(&webhook_body(&a))
                             .send()
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| e.without_url().to_string())?;
                         if r.status().is_success() {
                             Ok(())
                         } else {

@@ -138,10 +138,7 @@ impl MessageGateway for WebhookGateway {
     async fn send(&self, m: &OutgoingMessage) -> Result<(), String> {
         let method =
             reqwest::Method::from_bytes(self.method.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = crate::http_client()?;
         let mut req = client
             .request(method, &self.url)
             .header(reqwest::header::CONTENT_TYPE, &self.content_type)
@@ -150,7 +147,9 @@ impl MessageGateway for WebhookGateway {
             req = req.header(k, v);
         }
         let resp = req.send().await.map_err(|e| {
-            // reqwest's message hides the cause (TLS, DNS, refused): name it for the operator.
+            // reqwest's message hides the cause (TLS, DNS, refused): name it for the
+            // operator, but not the URL (a provider's key may sit in its query).
+            let e = e.without_url();
             let mut msg = format!("webhook request failed: {e}");
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
