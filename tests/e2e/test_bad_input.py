@@ -210,7 +210,7 @@ def test_unknown_route_and_method(server):
     assert_4xx_problem(server.api("GET", "/no-such-endpoint"), allowed=(404,))
     # Without credentials a 401 is as good an answer as 404/405.
     assert_4xx_problem(server.api("DELETE", "/signin", token=None), allowed=(401, 404, 405))
-    assert_4xx_problem(server.api("PATCH", "/users/admin", {"display_name": "x"}), allowed=(404, 405))
+    assert_4xx_problem(server.api("PUT", "/users/admin", {"display_name": "x"}), allowed=(404, 405))
 
 
 def test_garbage_never_causes_5xx(server, people):
