@@ -8,43 +8,17 @@
 
 const { test, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn, execFileSync } = require("node:child_process");
+const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
-const os = require("node:os");
 const path = require("node:path");
-const { chromium } = require("playwright-core");
+const { ROOT, BIN, ENV, totp, stepNow, startServer, stopServer, launchChromium } = require("./harness");
 
-const ROOT = path.resolve(__dirname, "..", "..");
-const BIN = process.env.LATCHKEY_BIN || path.join(ROOT, "target", "debug", "latchkey");
 const SHOTS = path.join(ROOT, "test-output", "screenshots");
 const PASSWORD = "correct horse battery staple";
-const ENV = { ...process.env, LATCHKEY_ARGON2_MEMORY_KIB: "1024", LATCHKEY_ARGON2_ITERATIONS: "1", LATCHKEY_LOG: "warn" };
 
-let server, base, dataDir, browser, context, token;
+let lk, server, base, dataDir, browser, context, token;
 const cspViolations = [];
 
-function startServer() {
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "lk-push-browser-"));
-  server = spawn(BIN, ["serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--stop-on-stdin-close"], {
-    stdio: ["pipe", "pipe", "pipe"],
-    env: ENV,
-  });
-  server.stderr.on("data", (d) => process.stderr.write(`[latchkey] ${d}`));
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
-    server.stdout.on("data", (d) => {
-      out += d.toString();
-      const url = out.match(/listening on (http:\/\/\S+)/);
-      if (url && /Sign in at/.test(out)) {
-        clearTimeout(timer);
-        base = url[1];
-        resolve();
-      }
-    });
-    server.on("exit", (code) => reject(new Error(`server exited early (${code}):\n${out}`)));
-  });
-}
 
 async function api(method, p, body) {
   const r = await fetch(`${base}/api/v1${p}`, {
@@ -64,29 +38,19 @@ function watchCsp(page, label) {
 
 before(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
-  await startServer();
+  lk = await startServer("lk-push-browser-");
+  ({ server, base, dataDir } = lk);
   const out = execFileSync(BIN, ["admin", "api-token", "create", "--name", "push-browser", "--json", "--data", dataDir], {
     env: ENV,
   });
   token = JSON.parse(out.toString()).token;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (server && server.exitCode === null) {
-    server.stdin.end();
-    await new Promise((r) => {
-      const t = setTimeout(() => { server.kill("SIGKILL"); r(); }, 10_000);
-      server.on("exit", () => { clearTimeout(t); r(); });
-    });
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  await stopServer(lk);
 });
 
 test("the PWA enrolls, the sign-in page shows the number, the PWA approves it, the sign-in completes", async () => {

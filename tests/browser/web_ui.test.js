@@ -13,15 +13,10 @@
 
 const { test, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn } = require("node:child_process");
-const crypto = require("node:crypto");
 const fs = require("node:fs");
-const os = require("node:os");
 const path = require("node:path");
-const { chromium } = require("playwright-core");
+const { ROOT, BIN, ENV, totp, stepNow, startServer, stopServer, launchChromium } = require("./harness");
 
-const ROOT = path.resolve(__dirname, "..", "..");
-const BIN = process.env.LATCHKEY_BIN || path.join(ROOT, "target", "debug", "latchkey");
 const SHOTS = path.join(ROOT, "test-output", "screenshots");
 const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const CSP =
@@ -29,62 +24,11 @@ const CSP =
   "frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 const PASSWORD = "correct horse battery staple";
 
-let server, base, bootstrapPass, dataDir, browser, context, page;
+let lk, server, base, bootstrapPass, dataDir, browser, context, page;
 const cspViolations = [];
 let shotNo = 0;
 
-// ---- RFC 6238 TOTP (SHA-1, 6 digits, 30 s), enough for a test ----------------
-function base32Decode(s) {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = 0, value = 0;
-  const out = [];
-  for (const c of s.replace(/[\s=]/g, "").toUpperCase()) {
-    const i = alphabet.indexOf(c);
-    if (i < 0) throw new Error(`not base32: ${c}`);
-    value = (value << 5) | i;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-function totp(secret, step) {
-  const msg = Buffer.alloc(8);
-  msg.writeBigUInt64BE(BigInt(step));
-  const h = crypto.createHmac("sha1", base32Decode(secret)).update(msg).digest();
-  const off = h[h.length - 1] & 0xf;
-  const n = (h.readUInt32BE(off) & 0x7fffffff) % 1_000_000;
-  return String(n).padStart(6, "0");
-}
-const stepNow = () => Math.floor(Date.now() / 1000 / 30);
-
 // ---- helpers ------------------------------------------------------------------
-function startServer() {
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "lk-browser-"));
-  server = spawn(BIN, ["serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--stop-on-stdin-close"], {
-    stdio: ["pipe", "pipe", "pipe"],
-    env: { ...process.env, LATCHKEY_ARGON2_MEMORY_KIB: "1024", LATCHKEY_ARGON2_ITERATIONS: "1", LATCHKEY_LOG: "warn" },
-  });
-  server.stderr.on("data", (d) => process.stderr.write(`[latchkey] ${d}`));
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`server did not start; stdout so far:\n${out}`)), 60_000);
-    server.stdout.on("data", (d) => {
-      out += d.toString();
-      const url = out.match(/listening on (http:\/\/\S+)/);
-      const pass = out.match(/One-time bootstrap pass \([^)]*\): (\S+)/);
-      if (url && pass) {
-        clearTimeout(timer);
-        base = url[1];
-        bootstrapPass = pass[1];
-        resolve();
-      }
-    });
-    server.on("exit", (code) => reject(new Error(`server exited early (${code}):\n${out}`)));
-  });
-}
 
 async function shot(name) {
   shotNo += 1;
@@ -127,12 +71,9 @@ async function signInUsername(username) {
 before(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   for (const f of fs.readdirSync(SHOTS)) if (f.endsWith(".png")) fs.unlinkSync(path.join(SHOTS, f));
-  await startServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  lk = await startServer("lk-browser-");
+  ({ server, base, bootstrapPass, dataDir } = lk);
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
   page = await context.newPage();
   page.on("dialog", (d) => d.accept());
@@ -143,14 +84,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (server && server.exitCode === null) {
-    server.stdin.end();
-    await new Promise((r) => {
-      const t = setTimeout(() => { server.kill("SIGKILL"); r(); }, 10_000);
-      server.on("exit", () => { clearTimeout(t); r(); });
-    });
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  await stopServer(lk);
 });
 
 // ---- the walk-through -----------------------------------------------------------
