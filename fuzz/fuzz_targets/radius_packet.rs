@@ -1,7 +1,7 @@
 #![no_main]
 //! Any datagram: decoding, re-encoding, authenticator checks and password
 //! recovery must never panic.
-use latchkey_server::radius::packet::{self, Packet};
+use latchkey_radius::packet::{self, Packet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

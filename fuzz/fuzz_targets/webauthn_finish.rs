@@ -10,7 +10,7 @@
 
 #[cfg(fuzzing)]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    latchkey_server::webauthn::fuzzing::finish(data);
+    latchkey_service::webauthn::fuzzing::finish(data);
 });
 
 #[cfg(not(fuzzing))]
@@ -27,7 +27,7 @@ fn main() {
             vec![path]
         };
         for f in files {
-            latchkey_server::webauthn::fuzzing::finish(&std::fs::read(&f).expect("corpus file"));
+            latchkey_service::webauthn::fuzzing::finish(&std::fs::read(&f).expect("corpus file"));
             count += 1;
         }
     }

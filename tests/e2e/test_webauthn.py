@@ -1,5 +1,5 @@
 """WebAuthn through a real browser: headless Chromium with its virtual
-authenticator (the CDP WebAuthn domain), driving crates/latchkey-server/static/webauthn.js
+authenticator (the CDP WebAuthn domain), driving crates/latchkey-http/static/webauthn.js
 against a real `latchkey serve`.
 
 The page is opened at http://localhost:PORT (the server derives RP ID

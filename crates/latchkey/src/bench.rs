@@ -33,8 +33,8 @@ use clap::{Args, ValueEnum};
 use latchkey_core::otp::{self, OtpAlgorithm, TotpParams};
 use latchkey_core::password::{verify_password, PasswordParams};
 use latchkey_core::{MethodKind, MethodState};
-use latchkey_server::app::{App, Config, Principal};
-use latchkey_server::clock::SystemClock;
+use latchkey_service::app::{App, Config, Principal};
+use latchkey_service::clock::SystemClock;
 use latchkey_store::{method_id, AuditEntry, Keys, NewMethod, NewUser, Store, UserRecord};
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -131,7 +131,7 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
 
     let mut out = json!({
         "latchkey_version": env!("CARGO_PKG_VERSION"),
-        "started_at": latchkey_server::api::rfc3339(started),
+        "started_at": latchkey_service::time::rfc3339(started),
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "machine": machine(cores),
         "backend": backend,
@@ -203,7 +203,7 @@ async fn run_server_scenarios(
         });
         eprintln!("totp: seeding {n} users with an active TOTP method ({})", env.backend);
         let t = Instant::now();
-        let users = Arc::new(seed_totp_users(&env.app, &env.prefix, n).await?);
+        let users = Arc::new(seed_totp_users(&env.app, &env.fixture, &env.prefix, n).await?);
         let seed_secs = t.elapsed().as_secs_f64();
         let pool = Arc::new(CodePool::new(&users));
         eprintln!(
@@ -233,7 +233,7 @@ async fn run_server_scenarios(
             "totp-parts: seeding {n} users with an active TOTP method ({})",
             env.backend
         );
-        let users = Arc::new(seed_totp_users(&env.app, &env.prefix, n).await?);
+        let users = Arc::new(seed_totp_users(&env.app, &env.fixture, &env.prefix, n).await?);
         // One pool across the parts: the writes of one part use up steps.
         let pool = Arc::new(CodePool::new(&users));
         let mut parts = serde_json::Map::new();
@@ -295,8 +295,16 @@ async fn run_server_scenarios(
 // ---- environment -----------------------------------------------------------
 
 /// An in-process server on 127.0.0.1:0 over a fresh store.
+/// The scratch database as the bench itself sees it, for seeding and for
+/// timing the store's parts of a TOTP check one by one.
+struct Fixture {
+    store: Store,
+    keys: Arc<Keys>,
+}
+
 struct Env {
     app: Arc<App>,
+    fixture: Fixture,
     base_url: String,
     backend: &'static str,
     /// Username prefix unique to this run (PostgreSQL may hold older runs).
@@ -340,16 +348,32 @@ impl Env {
         }
         let mut master = [0u8; 32];
         OsRng.fill_bytes(&mut master);
-        let keys = Keys::from_master(&master);
-        let app = Arc::new(App::new(store, keys, Config::default(), Arc::new(SystemClock))?);
+        // The bench seeds and probes its scratch database through its own
+        // store handle; what it measures as a sign-in goes through the service.
+        let fixture = Fixture {
+            store: store.clone(),
+            keys: Arc::new(Keys::from_master(&master)),
+        };
+        let app = Arc::new(App::new(
+            store,
+            Keys::from_master(&master),
+            Config::default(),
+            Arc::new(SystemClock),
+        )?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(latchkey_server::serve(app.clone(), listener, async move {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(latchkey_http::serve(
+            app.clone(),
+            Default::default(),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Ok(Env {
             app,
+            fixture,
             base_url: format!("http://{addr}"),
             backend,
             prefix: format!("bench{:x}-", (nanos / 1_000_000) % 0xffff_ffff),
@@ -367,7 +391,7 @@ impl Env {
             Ok(Err(e)) => eprintln!("warning: server task failed: {e}"),
             Err(_) => eprintln!("warning: server did not stop within 10 s"),
         }
-        self.app.store.close().await;
+        self.fixture.store.close().await;
         drop(self.temp);
     }
 }
@@ -386,13 +410,13 @@ struct BenchUser {
 /// audited write transactions (the rows `enroll_totp` + `confirm_totp` would
 /// leave, minus the per-user round trips, so seeding tens of thousands takes
 /// seconds). The replay guard starts empty.
-async fn seed_totp_users(app: &App, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
+async fn seed_totp_users(app: &App, fx: &Fixture, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
     let params = serde_json::to_value(TotpParams::default())?;
     let now = app.now();
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(SEED_BATCH) {
         let end = (start + SEED_BATCH).min(n);
-        let mut tx = app.store.write().await?;
+        let mut tx = fx.store.write().await?;
         for i in start..end {
             let user = tx
                 .insert_user(
@@ -408,7 +432,7 @@ async fn seed_totp_users(app: &App, prefix: &str, n: usize) -> Result<Vec<BenchU
                 .await?;
             let secret = otp::generate_secret(&mut OsRng, OtpAlgorithm::Sha1);
             let id = method_id();
-            let sealed = app.keys.seal(&secret, &id);
+            let sealed = fx.keys.seal(&secret, &id);
             tx.insert_method(
                 NewMethod {
                     id: &id,
@@ -830,6 +854,7 @@ async fn totp_part_bench(
 ) -> Result<LoadResult> {
     let starved_before = pool.starved();
     let app = env.app.clone();
+    let (store, keys) = (env.fixture.store.clone(), env.fixture.keys.clone());
     let write_lock = Arc::new(tokio::sync::Mutex::new(()));
     let p = pool.clone();
     let mut r = drive(
@@ -839,6 +864,7 @@ async fn totp_part_bench(
         args.parts_rate,
         move || {
             let (app, pool, users, write_lock) = (app.clone(), p.clone(), users.clone(), write_lock.clone());
+            let (store, keys) = (store.clone(), keys.clone());
             async move {
                 let now = app.now();
                 let Some(i) = pool.checkout(now as u64) else {
@@ -849,16 +875,16 @@ async fn totp_part_bench(
                 let r: Result<()> = async {
                     match part {
                         Part::Lookup => {
-                            let ms = app.store.methods_for_user(&u.user.id).await?;
+                            let ms = store.methods_for_user(&u.user.id).await?;
                             anyhow::ensure!(ms.len() == 1, "expected one method");
                         }
                         Part::LookupVerify => {
                             let params = TotpParams::default();
                             // Reads never advance the guard, so any code of the window will do.
                             let code = otp::totp_at(&u.secret, now as u64, &params);
-                            for m in app.store.methods_for_user(&u.user.id).await? {
+                            for m in store.methods_for_user(&u.user.id).await? {
                                 let sealed = m.secret_sealed.as_deref().ok_or_else(|| anyhow!("no secret"))?;
-                                let secret = app.keys.open(sealed, &m.id)?;
+                                let secret = keys.open(sealed, &m.id)?;
                                 let params: TotpParams = serde_json::from_value(m.params.clone())?;
                                 otp::verify_totp(&secret, &code, now as u64, &params, 1, None)?;
                             }
@@ -866,7 +892,7 @@ async fn totp_part_bench(
                         Part::Advance => {
                             let step = pool.claim_step(i, now as u64, 1);
                             anyhow::ensure!(
-                                app.store.advance_totp_step(&u.method_id, step as i64, now).await?,
+                                store.advance_totp_step(&u.method_id, step as i64, now).await?,
                                 "advance_totp_step refused a fresh step"
                             );
                         }
@@ -878,24 +904,24 @@ async fn totp_part_bench(
                             let step = pool.claim_step(i, now as u64, 1);
                             let _w = write_lock.lock().await;
                             anyhow::ensure!(
-                                app.store.advance_totp_step(&u.method_id, step as i64, now).await?,
+                                store.advance_totp_step(&u.method_id, step as i64, now).await?,
                                 "advance_totp_step refused a fresh step"
                             );
                         }
                         Part::FullSerialized => {
                             let code = pool.claim_code(i, &u.secret, now as u64, 1);
                             let mut ok = false;
-                            for m in app.store.methods_for_user(&u.user.id).await? {
+                            for m in store.methods_for_user(&u.user.id).await? {
                                 if m.kind != MethodKind::Totp || m.state != MethodState::Active {
                                     continue;
                                 }
                                 let sealed = m.secret_sealed.as_deref().ok_or_else(|| anyhow!("no secret"))?;
-                                let secret = app.keys.open(sealed, &m.id)?;
+                                let secret = keys.open(sealed, &m.id)?;
                                 let params: TotpParams = serde_json::from_value(m.params.clone())?;
                                 let last = m.last_used_step.map(|s| s.max(0) as u64);
                                 let step = otp::verify_totp(&secret, &code, now as u64, &params, 1, last)?;
                                 let _w = write_lock.lock().await;
-                                if app.store.advance_totp_step(&m.id, step as i64, now).await? {
+                                if store.advance_totp_step(&m.id, step as i64, now).await? {
                                     ok = true;
                                     break;
                                 }

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use latchkey_server::app::{App, Principal};
+use latchkey_service::app::{App, Principal};
 use serde_json::json;
 
 #[derive(Subcommand)]

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use latchkey_core::device::DeviceState;
 use latchkey_core::helpdesk::{CaseState, StepOutcome};
 use latchkey_core::tap::IdentityVerification;
-use latchkey_server::app::{App, Principal, TapOutcome};
-use latchkey_server::recovery::{CaseView, StepInput};
+use latchkey_service::app::{App, Principal, TapOutcome};
+use latchkey_service::recovery::{CaseView, StepInput};
 use serde_json::json;
 
 use crate::print_json;
@@ -157,7 +157,7 @@ fn verification(method: &str, note: &str) -> Result<IdentityVerification> {
 }
 
 fn ts(secs: i64) -> String {
-    latchkey_server::api::rfc3339(secs)
+    latchkey_service::time::rfc3339(secs)
 }
 
 fn print_case(c: &CaseView) {
@@ -368,14 +368,14 @@ pub async fn run_device(app: &App, cmd: DeviceCmd) -> Result<()> {
             println!("registered device {} ({})", d.id, d.name);
         }
         DeviceCmd::Lost { id } => {
-            let (methods, sessions) = app.end_device(&op, &id, DeviceState::Lost).await?;
+            let (_, methods, sessions) = app.end_device(&op, &id, DeviceState::Lost).await?;
             println!(
                 "device {id} marked lost: {} method(s) revoked, {sessions} session(s) ended",
                 methods.len()
             );
         }
         DeviceCmd::Retire { id } => {
-            let (methods, sessions) = app.end_device(&op, &id, DeviceState::Retired).await?;
+            let (_, methods, sessions) = app.end_device(&op, &id, DeviceState::Retired).await?;
             println!(
                 "device {id} retired: {} method(s) revoked, {sessions} session(s) ended",
                 methods.len()

@@ -18,9 +18,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use latchkey_server::app::{App, Config, Principal};
-use latchkey_server::clock::SystemClock;
-use latchkey_store::{Keys, Store};
+use latchkey_service::app::{App, Config, Principal};
+use latchkey_service::clock::SystemClock;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -303,14 +302,13 @@ impl DbArgs {
     }
 
     async fn app(&self, config: Config) -> Result<Arc<App>> {
-        let store = match &self.database_url {
-            Some(url) => Store::connect(url).await.context("connecting to the database")?,
-            None => Store::open_sqlite(&self.data)
-                .await
-                .with_context(|| format!("opening {}", self.data.display()))?,
-        };
-        let keys = Keys::load_or_create(&self.data).context("loading the secret key")?;
-        Ok(Arc::new(App::new(store, keys, config, Arc::new(SystemClock))?))
+        let app = App::open(&self.data, self.database_url.as_deref(), config, Arc::new(SystemClock))
+            .await
+            .with_context(|| match &self.database_url {
+                Some(_) => "connecting to the database".to_owned(),
+                None => format!("opening {}", self.data.display()),
+            })?;
+        Ok(Arc::new(app))
     }
 }
 
@@ -348,7 +346,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Signins(a) => ops_cmd::signins(&*cli.db.app(cli.db.config()).await?, a).await,
         Cmd::Alerts { cmd } => ops_cmd::alerts(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Openapi => {
-            println!("{}", latchkey_server::api::openapi_json());
+            println!("{}", latchkey_http::api::openapi_json());
             Ok(())
         }
         Cmd::Policy { cmd } => {
@@ -376,7 +374,7 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 TokenCmd::List { json } => {
-                    let tokens = app.store.list_api_tokens().await?;
+                    let tokens = app.list_api_tokens(&op).await?;
                     if json {
                         let v: Vec<_> = tokens
                             .iter()
@@ -432,7 +430,7 @@ async fn run(cli: Cli) -> Result<()> {
                     json,
                 } => {
                     let list = |v: Vec<String>, clear: bool| (clear || !v.is_empty()).then_some(v);
-                    let change = latchkey_server::app::UserChange {
+                    let change = latchkey_service::app::UserChange {
                         display_name,
                         department,
                         groups: list(groups, no_groups),
@@ -530,7 +528,7 @@ async fn run(cli: Cli) -> Result<()> {
             let app = cli.db.app(cli.db.config()).await?;
             match cmd {
                 AuditCmd::Verify { json } => {
-                    let v = app.store.verify_audit_chain().await?;
+                    let v = app.verify_audit(&op).await?;
                     if json {
                         print_json(&v)?;
                     } else if v.ok {
@@ -547,7 +545,7 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 AuditCmd::List { after, limit, json } => {
-                    let page = app.store.audit_page(after, limit.clamp(1, 10_000), None).await?;
+                    let page = app.audit_page(&op, after, limit.clamp(1, 10_000), None).await?;
                     if json {
                         print_json(&page)?;
                     } else {
@@ -555,7 +553,7 @@ async fn run(cli: Cli) -> Result<()> {
                             println!(
                                 "{:>6}  {}  {:<22} {:<28} {:<20} {}",
                                 e.seq,
-                                latchkey_server::api::rfc3339(e.at_ms / 1000),
+                                latchkey_service::time::rfc3339(e.at_ms / 1000),
                                 e.actor,
                                 e.action,
                                 e.target,
@@ -588,7 +586,7 @@ async fn serve(
 ) -> Result<()> {
     // Load the certificate before binding, so a bad file fails fast and clearly.
     let tls = match (&web.tls_cert, &web.tls_key) {
-        (Some(cert), Some(key)) => Some(latchkey_server::tls::load(cert, key).await?),
+        (Some(cert), Some(key)) => Some(latchkey_http::tls::load(cert, key).await?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -609,8 +607,10 @@ async fn serve(
         .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .trim_end_matches('/')
         .to_owned();
-    config.web.secure_cookies = tls.is_some();
-    config.web.trusted_proxies = web.trusted_proxies;
+    let web_config = latchkey_http::WebConfig {
+        secure_cookies: tls.is_some(),
+        trusted_proxies: web.trusted_proxies,
+    };
     let app = db.app(config.clone()).await?;
     println!("Latchkey listening on {scheme}://{addr}");
     push_cmd::announce(&config);
@@ -618,7 +618,7 @@ async fn serve(
     let radius_task = match radius_socket {
         Some(sock) => {
             println!("RADIUS listening on udp://{}", sock.local_addr()?);
-            Some(tokio::spawn(latchkey_server::radius::serve(
+            Some(tokio::spawn(latchkey_radius::serve(
                 app.clone(),
                 sock,
                 std::future::pending::<()>(),
@@ -634,7 +634,7 @@ async fn serve(
         println!("First start: created administrator '{}'.", b.username);
         println!(
             "  One-time bootstrap pass (Temporary Access Pass, expires {}): {}",
-            latchkey_server::api::rfc3339(b.expires_at),
+            latchkey_service::time::rfc3339(b.expires_at),
             b.pass
         );
         println!("  Sign in at: {}/signin", config.public_url);
@@ -677,13 +677,15 @@ async fn serve(
         tracing::info!("shutting down");
     };
     match tls {
-        Some(tls) => latchkey_server::tls::serve_tls(app.clone(), listener.into_std()?, tls, shutdown).await?,
-        None => latchkey_server::serve(app.clone(), listener, shutdown).await?,
+        Some(tls) => {
+            latchkey_http::tls::serve_tls(app.clone(), web_config, listener.into_std()?, tls, shutdown).await?
+        }
+        None => latchkey_http::serve(app.clone(), web_config, listener, shutdown).await?,
     }
     if let Some(t) = radius_task {
         t.abort();
     }
-    app.store.close().await;
+    app.close().await;
     Ok(())
 }
 

@@ -191,8 +191,8 @@ pub fn run(n: usize, json_out: bool) -> Result<()> {
 /// the store, as sign-ins log them), then one full run of the server's
 /// detection engine (`App::run_detections`) over it.
 pub async fn run_with_store(n: usize) -> Result<()> {
-    use latchkey_server::app::{App, Config};
-    use latchkey_server::clock::ManualClock;
+    use latchkey_service::app::{App, Config};
+    use latchkey_service::clock::ManualClock;
     use latchkey_store::{Keys, SignInDetail, SignInLogEntry, Store};
     use std::sync::Arc;
 
@@ -203,6 +203,7 @@ pub async fn run_with_store(n: usize) -> Result<()> {
     let mut config = Config::default();
     config.ops.geo = Arc::new(geo());
     let clock = Arc::new(ManualClock::new(now));
+    let log = store.clone();
     let app = App::new(store, Keys::from_master(&[1u8; 32]), config, clock)?;
     let ev = events(n, now);
     let t0 = Instant::now();
@@ -222,7 +223,7 @@ pub async fn run_with_store(n: usize) -> Result<()> {
             methods_tried: e.methods.clone(),
             ..Default::default()
         };
-        app.store.log_signin_detailed(&entry, &detail, None).await?;
+        log.log_signin_detailed(&entry, &detail, None).await?;
     }
     let log_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();

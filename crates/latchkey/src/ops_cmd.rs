@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use latchkey_core::detect::{GeoTable, Thresholds};
-use latchkey_server::api_ops::SignInQuery;
-use latchkey_server::app::{App, Config, Principal};
+use latchkey_http::api::ops::SignInQuery;
+use latchkey_service::app::{App, Config, Principal};
 
 use crate::print_json;
 

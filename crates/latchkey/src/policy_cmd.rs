@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use latchkey_core::policy::{PolicySet, UserAction};
-use latchkey_server::app::{App, Principal};
-use latchkey_server::policy::{parse_document, DocFormat, WhatIf};
+use latchkey_service::app::{App, Principal};
+use latchkey_service::policy::{parse_document, DocFormat, WhatIf};
 
 #[derive(Subcommand)]
 pub enum PolicyCmd {
@@ -214,7 +214,7 @@ pub async fn run(app: &App, cmd: PolicyCmd) -> Result<()> {
             for row in r.blocked.iter().chain(&r.stronger_method).chain(&r.newly_prompted) {
                 println!(
                     "  {:<16} {} {:<20} {:?}: {}",
-                    latchkey_server::api::rfc3339(row.at),
+                    latchkey_service::time::rfc3339(row.at),
                     row.username,
                     row.application,
                     row.outcome,

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use clap::Args;
-use latchkey_server::sms::{GatewayConfig, MessageGateway, OutboxGateway, SmtpGateway, WebhookGateway};
-use latchkey_server::Config;
+use latchkey_service::sms::{GatewayConfig, MessageGateway, OutboxGateway, SmtpGateway, WebhookGateway};
+use latchkey_service::Config;
 
 #[derive(Args, Clone, Debug)]
 pub struct PushSmsArgs {

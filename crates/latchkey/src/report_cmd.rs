@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use latchkey_server::app::{App, Principal};
-use latchkey_server::evidence::{parse_period, render, EvidenceFormat};
+use latchkey_service::app::{App, Principal};
+use latchkey_service::evidence::{parse_period, render, EvidenceFormat};
 
 #[derive(Subcommand)]
 pub enum ReportCmd {

@@ -1,0 +1,382 @@
+//! The admin console: users (with their groups and roles), API tokens, and
+//! the audit log with the hash chain's status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use latchkey_core::{Role, UserState};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::layout::{csrf_field, notice_error, notice_ok, role_help, role_name, tag, Section};
+use super::{when, Ctx};
+use latchkey_service::app::App;
+use latchkey_service::ServiceError;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/admin", get(|| async { Redirect::to("/admin/users") }))
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/tokens", get(tokens).post(create_token))
+        .route("/admin/tokens/{id}/revoke", post(revoke_token))
+        .route("/admin/audit", get(audit))
+}
+
+fn admin_tabs(current: &str) -> Markup {
+    let tab = |href: &str, label: &str| {
+        html! {
+            @if href == current { a href=(href) aria-current="page" { (label) } } @else { a href=(href) { (label) } }
+        }
+    };
+    html! {
+        nav.tabs aria-label="Admin" {
+            (tab("/admin/users", "Users, groups and roles"))
+            (tab("/admin/tokens", "API tokens"))
+            (tab("/admin/audit", "Audit log"))
+            (tab("/admin/reports", "Evidence reports"))
+            (tab("/admin/alerts", "Alerts"))
+        }
+    }
+}
+
+// ---- users -----------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct CreatedQuery {
+    created: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+struct NewUserForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    display_name: String,
+    department: Option<String>,
+    groups: Option<String>,
+    // Checkbox values; serde_html_form-style repeats are not supported by
+    // axum's Form, so each role is its own field.
+    role_admin: Option<String>,
+    role_helpdesk: Option<String>,
+    role_security_admin: Option<String>,
+    role_auditor: Option<String>,
+}
+
+impl NewUserForm {
+    fn roles(&self) -> Vec<String> {
+        [
+            (&self.role_admin, Role::Admin),
+            (&self.role_helpdesk, Role::Helpdesk),
+            (&self.role_security_admin, Role::SecurityAdmin),
+            (&self.role_auditor, Role::Auditor),
+        ]
+        .into_iter()
+        .filter(|(v, _)| v.is_some())
+        .map(|(_, r)| r.as_str().to_owned())
+        .collect()
+    }
+    fn has(&self, r: Role) -> bool {
+        self.roles().iter().any(|x| x == r.as_str())
+    }
+    fn groups(&self) -> Vec<String> {
+        self.groups
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect()
+    }
+}
+
+async fn users(ctx: Ctx, Query(q): Query<CreatedQuery>) -> Response {
+    let ok = q.created.map(|u| {
+        format!("User '{u}' was created. Issue them a Temporary Access Pass so they can register their methods.")
+    });
+    render_users(ctx, ok.as_deref(), None, NewUserForm::default(), StatusCode::OK).await
+}
+
+async fn render_users(
+    ctx: Ctx,
+    ok: Option<&str>,
+    error: Option<&str>,
+    form: NewUserForm,
+    status: StatusCode,
+) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let list = match ctx.app.list_users(&p).await {
+        Ok(u) => u,
+        Err(e) => return ctx.error_page(e),
+    };
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut roles: BTreeMap<Role, Vec<&str>> = BTreeMap::new();
+    for u in &list {
+        for g in &u.groups {
+            groups.entry(g).or_default().push(&u.username);
+        }
+        for r in &u.roles {
+            roles.entry(*r).or_default().push(&u.username);
+        }
+    }
+    let body = html! {
+        h1 { "Admin" }
+        (admin_tabs("/admin/users"))
+        (notice_ok(ok))
+        section aria-labelledby="u-h" {
+            h2 #u-h { "Users" }
+            div.table-wrap { table {
+                caption.visually-hidden { "All users" }
+                thead { tr {
+                    th scope="col" { "Username" } th scope="col" { "Name" } th scope="col" { "Department" }
+                    th scope="col" { "Groups" } th scope="col" { "Roles" } th scope="col" { "State" }
+                } }
+                tbody { @for u in &list { tr {
+                    td { a href={ "/helpdesk/users/" (u.username) } { (u.username) } }
+                    td { (u.display_name) }
+                    td { (u.department.as_deref().unwrap_or("—")) }
+                    td { (u.groups.join(", ")) }
+                    td { @for r in &u.roles { (tag(role_name(*r), if r.is_administrative() { "warn" } else { "" })) " " } }
+                    td { @if u.state == UserState::Active { (tag("Active", "ok")) } @else { (tag("Disabled", "bad")) } }
+                } } }
+            } }
+        }
+        section aria-labelledby="c-h" {
+            h2 #c-h { "Create a user" }
+            (notice_error(error))
+            form.card.wide.grid method="post" action="/admin/users" {
+                (csrf_field(&ctx))
+                div {
+                    label for="nu-username" { "Username" }
+                    input #nu-username type="text" name="username" required autocomplete="off" autocapitalize="none"
+                        spellcheck="false" pattern="[a-z0-9][a-z0-9._\\-]{0,63}" value=(form.username)
+                        aria-describedby="nu-username-hint";
+                    p.hint #nu-username-hint { "Lower-case letters, digits, '.', '_' or '-'." }
+                }
+                div {
+                    label for="nu-display" { "Display name" }
+                    input #nu-display type="text" name="display_name" required maxlength="200" autocomplete="off" value=(form.display_name);
+                }
+                div {
+                    label for="nu-dept" { "Department (optional)" }
+                    input #nu-dept type="text" name="department" autocomplete="off" value=(form.department.clone().unwrap_or_default());
+                }
+                div {
+                    label for="nu-groups" { "Groups (optional, comma-separated)" }
+                    input #nu-groups type="text" name="groups" autocomplete="off" value=(form.groups.clone().unwrap_or_default());
+                }
+                fieldset.full {
+                    legend { "Roles" }
+                    @for (name, r) in [("role_admin", Role::Admin), ("role_helpdesk", Role::Helpdesk), ("role_security_admin", Role::SecurityAdmin), ("role_auditor", Role::Auditor)] {
+                        div.check {
+                            input #(name) type="checkbox" name=(name) value="1" checked[form.has(r)] aria-describedby={ (name) "-help" };
+                            label for=(name) { (role_name(r)) }
+                            span.muted #{ (name) "-help" } { "— " (role_help(r)) }
+                        }
+                    }
+                }
+                div.full { button.primary type="submit" { "Create user" } }
+            }
+        }
+        section aria-labelledby="g-h" {
+            h2 #g-h { "Groups" }
+            @if groups.is_empty() { p.muted { "No groups yet. Groups are set when a user is created." } }
+            @else { dl.facts { @for (g, members) in &groups { dt { (g) } dd { (members.join(", ")) } } } }
+        }
+        section aria-labelledby="r-h" {
+            h2 #r-h { "Roles" }
+            dl.facts { @for r in Role::ALL {
+                dt { (role_name(r)) }
+                dd { (role_help(r)) br; span.muted { @if let Some(m) = roles.get(&r) { (m.join(", ")) } @else { "Nobody" } } }
+            } }
+        }
+    };
+    ctx.page(status, "Admin · Users", Section::Admin, body)
+}
+
+async fn create_user(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<NewUserForm>) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let username = f.username.trim().to_lowercase();
+    match app
+        .create_user(
+            &p,
+            &username,
+            &f.display_name,
+            f.department.clone(),
+            f.groups(),
+            f.roles(),
+        )
+        .await
+    {
+        Ok(u) => Redirect::to(&format!("/admin/users?created={}", u.username)).into_response(),
+        Err(e @ (ServiceError::InvalidRequest(_) | ServiceError::Conflict(_))) => {
+            let msg = match e {
+                ServiceError::Conflict(_) => format!("A user named '{username}' already exists."),
+                other => format!("{other}."),
+            };
+            render_users(ctx, None, Some(&msg), f, StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+// ---- API tokens ----------------------------------------------------------------
+
+async fn tokens(ctx: Ctx) -> Response {
+    render_tokens(ctx, None, None, StatusCode::OK).await
+}
+
+async fn render_tokens(ctx: Ctx, created: Option<(&str, &str)>, error: Option<&str>, status: StatusCode) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let list = match ctx.app.list_api_tokens(&p).await {
+        Ok(t) => t,
+        Err(e) => return ctx.error_page(e.into()),
+    };
+    let body = html! {
+        h1 { "Admin" }
+        (admin_tabs("/admin/tokens"))
+        @if let Some((name, token)) = created {
+            div.notice.ok role="status" {
+                p { "Token " strong { (name) } " was created. Copy it now: it is shown only once." }
+                p { code.secret #new-token { (token) } }
+            }
+        }
+        (notice_error(error))
+        p.lead { "API tokens let automation call the JSON API with admin rights. Keep them in a secret store; revoke any you no longer need." }
+        div.table-wrap { table {
+            caption.visually-hidden { "API tokens" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            tbody {
+                @if list.is_empty() { tr { td colspan="5" { span.muted { "No tokens yet." } } } }
+                @for (t, created, revoked) in &list { tr {
+                    td { (t.name) }
+                    td { (when(*created)) }
+                    td { (t.created_by) }
+                    td { @if let Some(r) = revoked { (tag("Revoked", "bad")) " " span.muted { (when(*r)) } } @else { (tag("Active", "ok")) } }
+                    td.actions { @if revoked.is_none() {
+                        form.inline method="post" action={ "/admin/tokens/" (t.id) "/revoke" } data-confirm={ "Revoke the token '" (t.name) "'?" } {
+                            (csrf_field(&ctx))
+                            button.danger.small type="submit" aria-label={ "Revoke token " (t.name) } { "Revoke" }
+                        }
+                    } }
+                } }
+            }
+        } }
+        form.card method="post" action="/admin/tokens" {
+            (csrf_field(&ctx))
+            h2 { "Create a token" }
+            label for="token-name" { "Name" }
+            input #token-name type="text" name="name" required maxlength="100" placeholder="e.g. provisioning";
+            button.primary type="submit" { "Create token" }
+        }
+    };
+    ctx.page(status, "Admin · API tokens", Section::Admin, body)
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    name: String,
+}
+
+async fn create_token(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<TokenForm>) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match app.create_api_token(&p, &f.name).await {
+        Ok((rec, token)) => render_tokens(ctx, Some((&rec.name, &token)), None, StatusCode::CREATED).await,
+        Err(ServiceError::InvalidRequest(m)) => {
+            render_tokens(ctx, None, Some(&format!("{m}.")), StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+async fn revoke_token(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match app.revoke_api_token(&p, &id).await {
+        Ok(()) => Redirect::to("/admin/tokens").into_response(),
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+// ---- audit ---------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct AuditQuery {
+    after: Option<i64>,
+}
+
+const AUDIT_PAGE: i64 = 50;
+
+async fn audit(State(app): State<Arc<App>>, ctx: Ctx, Query(q): Query<AuditQuery>) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Auditor)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let chain = match app.verify_audit(&p).await {
+        Ok(c) => c,
+        Err(e) => return ctx.error_page(e.into()),
+    };
+    // Newest page by default; `after` pages through older ones.
+    let after = q
+        .after
+        .unwrap_or((chain.length - AUDIT_PAGE).max(0))
+        .clamp(0, chain.length.max(0));
+    let page = match app.audit_page(&p, after, AUDIT_PAGE, None).await {
+        Ok(p) => p,
+        Err(e) => return ctx.error_page(e.into()),
+    };
+    let older = (after > 0).then(|| (after - AUDIT_PAGE).max(0));
+    let newer = (page.next_after < chain.length).then_some(page.next_after);
+    let body = html! {
+        h1 { @if p.is_admin() { "Admin" } @else { "Audit log" } }
+        @if p.is_admin() { (admin_tabs("/admin/audit")) }
+        @if chain.ok {
+            p.notice.ok role="status" #chain-status {
+                strong { "Chain intact." } " " (chain.length) " events; every link recomputed. Head hash "
+                code.hash { (chain.head_hash.get(..16).unwrap_or(&chain.head_hash)) "…" }
+            }
+        } @else {
+            @let b = chain.first_broken.as_ref();
+            p.notice.error role="alert" #chain-status {
+                strong { "Chain BROKEN" }
+                @if let Some(b) = b { " at event " (b.seq) ": " (b.reason) }
+                ". Events from there on cannot be trusted; investigate now."
+            }
+        }
+        div.table-wrap { table.audit {
+            caption { "Events " (after + 1) "–" (page.next_after) " of " (chain.length) }
+            thead { tr { th scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "Details" } } }
+            tbody { @for e in page.events.iter().rev() { tr {
+                td { (e.seq) }
+                td.nowrap { (when(e.at_ms.div_euclid(1000))) }
+                td { (e.actor) }
+                td { code { (e.action) } }
+                td { (e.target) }
+                td.details { code { (e.details) } }
+            } } }
+        } }
+        nav.pager aria-label="Audit pages" {
+            @if let Some(n) = newer { a href={ "/admin/audit?after=" (n) } { "← Newer" } }
+            @if let Some(o) = older { a href={ "/admin/audit?after=" (o) } { "Older →" } }
+        }
+    };
+    ctx.page(StatusCode::OK, "Audit log", Section::Audit, body)
+}
