@@ -1,0 +1,131 @@
+//! Bearer authentication (session and API tokens) and API token management.
+
+use latchkey_core::secret::random_token;
+use latchkey_core::UserState;
+use latchkey_store::{new_id, ApiTokenRecord, AuditEntry};
+use rand::rngs::OsRng;
+use serde_json::json;
+
+use crate::error::{ServiceError, ServiceResult};
+
+use crate::app::*;
+
+impl App {
+    // ---- bearer authentication ----------------------------------------
+
+    pub async fn authenticate(&self, bearer: &str) -> ServiceResult<Principal> {
+        let now = self.now();
+        if bearer.starts_with(API_TOKEN_PREFIX) && bearer.len() < 200 {
+            if let Some(t) = self.store.api_token_by_hash(&self.hash("api token", bearer)).await? {
+                return Ok(Principal::ApiToken(t));
+            }
+        } else if bearer.starts_with(SESSION_PREFIX) && bearer.len() < 200 {
+            if let Some(s) = self
+                .store
+                .session_by_token_hash(&self.hash("session", bearer), now)
+                .await?
+            {
+                if let Some(user) = self
+                    .store
+                    .user_by_id(&s.user_id)
+                    .await?
+                    .filter(|u| u.state == UserState::Active)
+                {
+                    self.store
+                        .touch_session(&s.id, now, self.config.session_idle_secs)
+                        .await?;
+                    return Ok(Principal::Session { session: s, user });
+                }
+            }
+        }
+        Err(ServiceError::Unauthenticated)
+    }
+
+    pub async fn logout(&self, p: &Principal) -> ServiceResult<()> {
+        let Principal::Session { session, user } = p else {
+            return Err(ServiceError::InvalidRequest("only a session can sign out".into()));
+        };
+        let mut tx = self.store.write().await?;
+        tx.revoke_session(&session.id, self.now()).await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "session.revoke",
+                format!("user:{}", user.username),
+                json!({ "session_id": session.id }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_api_token(&self, p: &Principal, name: &str) -> ServiceResult<(ApiTokenRecord, String)> {
+        self.create_scoped_api_token(p, name, &[API_SCOPE_ADMIN]).await
+    }
+
+    /// A token limited to `scopes`: `admin` (everything), or `mdm` (only
+    /// device compliance updates, for an MDM integration).
+    pub async fn create_scoped_api_token(
+        &self,
+        p: &Principal,
+        name: &str,
+        scopes: &[&str],
+    ) -> ServiceResult<(ApiTokenRecord, String)> {
+        p.require_admin()?;
+        if scopes.is_empty() || scopes.iter().any(|s| ![API_SCOPE_ADMIN, API_SCOPE_MDM].contains(s)) {
+            return Err(ServiceError::InvalidRequest("scopes must be 'admin' or 'mdm'".into()));
+        }
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(ServiceError::InvalidRequest(
+                "token name must be 1-100 printable characters".into(),
+            ));
+        }
+        let token = random_token(&mut OsRng, API_TOKEN_PREFIX);
+        let rec = ApiTokenRecord {
+            id: new_id(),
+            name: name.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            created_by: p.actor(),
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_api_token(&rec, &self.hash("api token", &token), self.now())
+            .await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "api_token.create",
+                format!("api_token:{}", rec.id),
+                json!({ "name": rec.name, "scopes": rec.scopes }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((rec, token))
+    }
+
+    /// Every API token with when it was created and revoked (admin).
+    /// Token values are never shown again.
+    pub async fn list_api_tokens(&self, p: &Principal) -> ServiceResult<Vec<(ApiTokenRecord, i64, Option<i64>)>> {
+        p.require_admin()?;
+        Ok(self.store.list_api_tokens().await?)
+    }
+
+    pub async fn revoke_api_token(&self, p: &Principal, id: &str) -> ServiceResult<()> {
+        p.require_admin()?;
+        let mut tx = self.store.write().await?;
+        if !tx.revoke_api_token(id, self.now()).await? {
+            return Err(ServiceError::NotFound("active API token".into()));
+        }
+        tx.audit(
+            &AuditEntry::new(p.actor(), "api_token.revoke", format!("api_token:{id}"), json!({})),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
