@@ -25,13 +25,18 @@ pg_banner() {
     fi
 }
 
-declare -a STAGE_NAMES=() STAGE_RESULTS=()
+declare -a STAGE_NAMES=() STAGE_RESULTS=() STAGE_SECS=()
 FAILED=0
+SUITE_START=$SECONDS
+STAGE_START=$SECONDS
 record() { # name rc
+    local took=$((SECONDS - STAGE_START))
     STAGE_NAMES+=("$1")
+    STAGE_SECS+=("$took")
     if [ "$2" -eq 0 ]; then STAGE_RESULTS+=("ok"); else STAGE_RESULTS+=("FAILED (exit $2)"); FAILED=1; fi
+    echo "==> [test.sh] $1: ${STAGE_RESULTS[-1]} in ${took}s"
 }
-stage() { echo; echo "==> [test.sh] $*"; }
+stage() { echo; echo "==> [test.sh] $*"; STAGE_START=$SECONDS; }
 
 pg_banner
 
@@ -57,6 +62,7 @@ elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
 else
     echo "radclient not available: the radclient test will be skipped (pyrad tests still run)"
 fi
+record "radclient" 0
 
 # --- Chromium for the WebAuthn e2e tests (virtual authenticator over CDP) -------
 stage "chromium (apt)"
@@ -122,8 +128,9 @@ record "browser" "$browser_rc"
 echo
 echo "==> [test.sh] summary"
 for i in "${!STAGE_NAMES[@]}"; do
-    printf '    %-12s %s\n' "${STAGE_NAMES[$i]}" "${STAGE_RESULTS[$i]}"
+    printf '    %-12s %-18s %5ss\n' "${STAGE_NAMES[$i]}" "${STAGE_RESULTS[$i]}" "${STAGE_SECS[$i]}"
 done
+echo "    total        $((SECONDS - SUITE_START))s"
 pg_banner
 if [ "$FAILED" -ne 0 ]; then
     echo "test.sh: FAILED (see stages above)"
