@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use latchkey_core::detect::{GeoTable, Thresholds};
-use latchkey_http::api::ops::SignInQuery;
 use latchkey_service::app::{App, Config, Principal};
+use latchkey_service::time::parse_time_arg;
 
 use crate::print_json;
 
@@ -122,16 +122,16 @@ fn fmt_time(secs: i64) -> String {
 }
 
 pub async fn signins(app: &App, a: SigninsArgs) -> Result<()> {
-    let q = SignInQuery {
-        user: a.user,
-        app: a.app,
+    let filter = latchkey_store::SignInFilter {
+        username: a.user,
+        application: a.app,
         result: a.result,
-        from: a.from,
-        to: a.to,
-        cursor: a.cursor,
-        limit: Some(a.limit),
+        from: a.from.as_deref().map(parse_time_arg).transpose()?,
+        to: a.to.as_deref().map(parse_time_arg).transpose()?,
+        before_id: a.cursor,
+        limit: a.limit,
     };
-    let page = app.list_signins(&Principal::Operator, q.into_filter()?).await?;
+    let page = app.list_signins(&Principal::Operator, filter).await?;
     if a.json {
         return print_json(&page);
     }

@@ -18,20 +18,10 @@ use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use latchkey_service::app::App;
 use latchkey_service::ops::{SignInPage, TimelineEntry};
-use latchkey_service::ServiceError;
 
 type AppState = Arc<App>;
 
-/// A time as RFC 3339 (`2026-11-26T12:00:00Z`) or unix seconds.
-pub fn parse_time_arg(s: &str) -> latchkey_service::ServiceResult<i64> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        return Ok(n);
-    }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| ServiceError::InvalidRequest(format!("'{s}' is not an RFC 3339 time or unix seconds")))
-}
+use latchkey_service::time::parse_time_arg;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
