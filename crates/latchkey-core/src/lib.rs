@@ -2,6 +2,7 @@
 //! current time (unix seconds unless a name says otherwise) and persist what
 //! these functions decide.
 
+pub mod account;
 pub mod analyzer;
 pub mod audit;
 pub mod detect;

@@ -93,11 +93,33 @@ pub fn is_privileged(roles: &[Role]) -> bool {
     roles.iter().any(Role::is_administrative)
 }
 
+/// A user account's state; `crate::account` holds its transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserState {
     Active,
     Disabled,
+    /// A tombstone: the row stays so the audit chain keeps naming it.
+    Deleted,
+}
+
+impl UserState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UserState::Active => "active",
+            UserState::Disabled => "disabled",
+            UserState::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(UserState::Active),
+            "disabled" => Some(UserState::Disabled),
+            "deleted" => Some(UserState::Deleted),
+            _ => None,
+        }
+    }
 }
 
 /// Kinds of registered authentication method (DESIGN.md `AuthMethod`).

@@ -683,3 +683,38 @@ async fn a_web_sign_in_that_continues_to_a_client_is_held_to_its_policies() {
         .unwrap();
     assert!(o.session_token.is_some());
 }
+
+#[tokio::test]
+async fn a_disabled_users_refresh_token_and_session_stop_within_the_request() {
+    let env = Env::new().await;
+    let leo = env.user("leo").await;
+    let c = register(&env, "confidential").await;
+    let session = env.session(&leo, None).await;
+    let code = code_for(&env, &c, &session).await;
+    let (s, t1) = exchange(&env, &c, &code).await;
+    assert_eq!(s, 200, "{t1}");
+    let rt = t1["refresh_token"].as_str().unwrap().to_owned();
+    let (s, _, b) = env
+        .send(
+            Request::post("/api/v1/users/leo/disable")
+                .header(header::AUTHORIZATION, format!("Bearer {}", env.admin))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({ "reason": "left the company" }).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["user"]["state"], "disabled");
+    assert_eq!(v["revoked"]["oidc_grants"], 1, "{v}");
+    // The refresh token no longer rotates.
+    let (s, e) = token(&env, &c, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+    // The web session no longer reaches the authorize endpoint: sign in again.
+    let (s, loc, _) = get_with_cookie(&env, &authorize_query(&c, &[]), Some(&session)).await;
+    assert_eq!(s, 302);
+    assert!(
+        loc.starts_with("/signin"),
+        "sent to sign in, not back with a code: {loc}"
+    );
+}

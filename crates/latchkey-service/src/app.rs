@@ -44,6 +44,8 @@ pub struct Config {
     pub exception_max_days: i64,
     /// How often break-glass accounts must be test-signed-in.
     pub break_glass_test_interval_days: i64,
+    /// How long a deleted account's username stays taken by its tombstone.
+    pub deleted_username_hold_days: i64,
     pub oidc: crate::oidc::OidcConfig,
     /// WebAuthn relying party ID; derived from `public_url` when unset.
     pub rp_id: Option<String>,
@@ -73,6 +75,7 @@ impl Default for Config {
             bootstrap_pass_minutes: 8 * 60,
             exception_max_days: 30,
             break_glass_test_interval_days: 90,
+            deleted_username_hold_days: 365,
             oidc: Default::default(),
             rp_id: None,
             rp_origin: None,

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod evidence;
 pub mod history;
+pub mod lifecycle;
 pub mod methods;
 pub mod metrics;
 pub mod oidc;

@@ -739,6 +739,9 @@ pub fn spawn_housekeeping(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             if let Err(e) = app.store.purge_radius_challenges(app.now()).await {
                 tracing::warn!(error = %e, "purging expired RADIUS challenges failed");
             }
+            if let Err(e) = app.release_deleted_usernames().await {
+                tracing::warn!(error = %e, "releasing deleted accounts' usernames failed");
+            }
         }
     })
 }

@@ -57,6 +57,10 @@ struct DbArgs {
     /// Allow multi-use passes (for onboarding several devices).
     #[arg(long, global = true, env = "LATCHKEY_TAP_ALLOW_MULTI_USE")]
     tap_allow_multi_use: bool,
+    /// Days a deleted account's username stays taken by its tombstone.
+    #[arg(long, global = true, env = "LATCHKEY_DELETED_USERNAME_HOLD_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(i64).range(0..=36500))]
+    deleted_username_hold_days: i64,
     #[command(flatten)]
     ops: ops_cmd::OpsArgs,
     #[command(flatten)]
@@ -243,6 +247,30 @@ enum UserCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Disable an account: sign-ins are refused and its sessions, grants,
+    /// passes, push prompts and API tokens are revoked at once.
+    Disable {
+        username: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled account (nothing revoked comes back).
+    Enable { username: String },
+    /// Delete an account: access revoked, password and methods removed; the
+    /// account stays as a tombstone and its username is held for a while.
+    Delete {
+        username: String,
+        #[arg(long)]
+        reason: String,
+        /// Required: deletion cannot be undone.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a password, read from standard input (one line).
     SetPassword { username: String },
     /// Clear a sign-in lockout.
@@ -296,6 +324,7 @@ impl DbArgs {
         c.tap.max_minutes = self.tap_max_minutes;
         c.tap.default_minutes = self.tap_default_minutes;
         c.tap.allow_multi_use = self.tap_allow_multi_use;
+        c.deleted_username_hold_days = self.deleted_username_hold_days;
         self.ops.apply(&mut c);
         self.push.apply(&mut c, &self.data);
         c
@@ -482,6 +511,47 @@ async fn run(cli: Cli) -> Result<()> {
                     app.set_password(&op, &username, pw).await?;
                     println!("password set for {username}");
                 }
+                UserCmd::Disable { username, reason, json } => {
+                    let (u, revoked) = app.disable_user(&op, &username, &reason).await?;
+                    if json {
+                        print_json(&json!({ "user": user_json(&u), "revoked": revoked }))?;
+                    } else {
+                        println!(
+                            "disabled {}: ended {} session(s), {} OpenID Connect grant(s), {} sign-in(s) in progress, \
+                             {} pass(es), {} push prompt(s), {} API token(s)",
+                            u.username,
+                            revoked.sessions,
+                            revoked.oidc_grants,
+                            revoked.signin_flows,
+                            revoked.passes,
+                            revoked.push_prompts,
+                            revoked.api_tokens
+                        );
+                    }
+                }
+                UserCmd::Enable { username } => {
+                    let u = app.enable_user(&op, &username).await?;
+                    println!("enabled {}", u.username);
+                }
+                UserCmd::Delete {
+                    username,
+                    reason,
+                    yes,
+                    json,
+                } => {
+                    if !yes {
+                        bail!("deleting '{username}' cannot be undone; add --yes to go ahead (or disable the account instead)");
+                    }
+                    let (u, revoked) = app.delete_user(&op, &username, &reason).await?;
+                    if json {
+                        print_json(&json!({ "user": user_json(&u), "revoked": revoked }))?;
+                    } else {
+                        println!(
+                            "deleted {} (a tombstone keeps the name for {} days); ended {} session(s)",
+                            u.username, app.config.deleted_username_hold_days, revoked.sessions
+                        );
+                    }
+                }
                 UserCmd::Timeline { username, limit, json } => {
                     ops_cmd::timeline(&app, &username, limit, json).await?;
                 }
@@ -572,6 +642,7 @@ fn user_json(u: &latchkey_store::UserRecord) -> serde_json::Value {
     json!({
         "id": u.id, "username": u.username, "display_name": u.display_name, "department": u.department,
         "groups": u.groups, "roles": u.roles, "privileged": u.privileged(), "state": u.state,
+        "state_reason": u.state_reason,
         "has_password": u.password_hash.is_some(),
     })
 }

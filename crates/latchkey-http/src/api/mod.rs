@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`, described by `/openapi.json`. Handlers only
 //! translate between HTTP and [`App`].
 
+pub mod account;
 pub mod evidence;
 pub mod ops;
 pub mod policy;
@@ -41,8 +42,14 @@ pub struct UserView {
     pub roles: Vec<Role>,
     /// True when any role is administrative.
     pub privileged: bool,
-    /// `active` or `disabled`.
+    /// `active`, `disabled` or `deleted`.
     pub state: String,
+    /// Why the account was disabled or deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// When the account's state last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_changed_at: Option<String>,
     pub has_password: bool,
     pub created_at: String,
 }
@@ -57,10 +64,9 @@ impl From<&UserRecord> for UserView {
             groups: u.groups.clone(),
             roles: u.roles.clone(),
             privileged: u.privileged(),
-            state: serde_json::to_value(u.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            state: u.state.as_str().to_owned(),
+            state_reason: u.state_reason.clone(),
+            state_changed_at: u.state_changed_at.map(rfc3339),
             has_password: u.password_hash.is_some(),
             created_at: rfc3339(u.created_at),
         }
@@ -949,6 +955,7 @@ pub struct ApiDoc;
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api::recovery::RecoveryDoc::openapi());
+    doc.merge(crate::api::account::AccountDoc::openapi());
     doc.merge(crate::api::policy::PolicyDoc::openapi());
     doc.merge(crate::oidc::OidcDoc::openapi());
     doc.merge(crate::api::radius::RadiusDoc::openapi());
@@ -962,13 +969,17 @@ pub fn openapi_json() -> String {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(crate::api::recovery::routes())
+        .merge(crate::api::account::routes())
         .merge(crate::api::policy::routes())
         .merge(crate::api::ops::routes())
         .merge(crate::api::push::routes())
         .merge(crate::oidc::routes())
         .merge(crate::api::radius::routes())
         .route("/api/v1/users", post(create_user).get(list_users))
-        .route("/api/v1/users/{username}", get(get_user).patch(update_user))
+        .route(
+            "/api/v1/users/{username}",
+            get(get_user).patch(update_user).delete(account::delete_user),
+        )
         .route("/api/v1/users/{username}/password", put(set_password))
         .route("/api/v1/users/{username}/lockout", delete(clear_lockout))
         .route("/api/v1/users/{username}/notifications", get(notifications))

@@ -13,6 +13,7 @@
 pub mod csrf;
 
 mod layout;
+mod pages_account;
 mod pages_admin;
 mod pages_alerts;
 mod pages_campaign;
@@ -90,6 +91,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(pages_helpdesk::routes())
         .merge(pages_cases::routes())
         .merge(pages_admin::routes())
+        .merge(pages_account::routes())
         .merge(pages_reports::routes())
         .merge(pages_alerts::routes())
         .route("/signout", post(pages_signin::signout))

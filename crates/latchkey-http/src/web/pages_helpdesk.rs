@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use latchkey_core::{MethodState, Role, UserState};
+use latchkey_core::{MethodState, Role};
 use maud::html;
 use serde::Deserialize;
 
@@ -72,7 +72,7 @@ async fn search(State(app): State<Arc<App>>, ctx: Ctx, Query(sq): Query<SearchQu
                                 td { a href={ "/helpdesk/users/" (u.username) } { (u.username) } }
                                 td { (u.display_name) }
                                 td { (u.department.as_deref().unwrap_or("—")) }
-                                td { @if u.state == UserState::Active { (tag("Active", "ok")) } @else { (tag("Disabled", "bad")) } }
+                                td { (super::pages_account::state_tag(u.state)) }
                             }
                         }
                     }
@@ -116,6 +116,9 @@ async fn user_view(
     let ok = match dq.done.as_deref() {
         Some("unlocked") => Some("The sign-in lock-out was cleared."),
         Some("lost") => Some("The device was marked lost: its methods were removed and its sessions ended."),
+        Some("disabled") => Some("The account was disabled: its sessions, grants, passes and API tokens were revoked."),
+        Some("enabled") => Some("The account was enabled. The user signs in with their own methods."),
+        Some("deleted") => Some("The account was deleted: its password and methods were removed."),
         _ => None,
     };
     let u = &user.username;
@@ -128,7 +131,7 @@ async fn user_view(
             dt { "Groups" } dd { @if user.groups.is_empty() { "—" } @else { (user.groups.join(", ")) } }
             dt { "Roles" } dd { @if user.roles.is_empty() { "—" } @else {
                 @for (i, r) in user.roles.iter().enumerate() { @if i > 0 { ", " } (role_name(*r)) } } }
-            dt { "State" } dd { @if user.state == UserState::Active { (tag("Active", "ok")) } @else { (tag("Disabled", "bad")) } }
+            dt { "State" } dd { (super::pages_account::state_tag(user.state)) }
             dt { "Password" } dd { @if user.password_hash.is_some() { "Set" } @else { "Not set" } }
             dt { "Created" } dd { (when(user.created_at)) }
         }
@@ -199,6 +202,7 @@ async fn user_view(
             h2 #h-h { "Recent sign-ins" }
             (signin_table(&history, "Twenty most recent sign-in attempts"))
         }
+        (super::pages_account::account_card(&ctx, &user))
     };
     ctx.page(StatusCode::OK, &user.display_name, Section::Helpdesk, body)
 }
