@@ -1316,8 +1316,26 @@ fn machine(cores: usize) -> Value {
     })
 }
 
+/// A number with two decimals, or "-".
+fn fmt2(x: &Value) -> String {
+    x.as_f64().map(|n| format!("{n:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// One table row for a [`LoadResult`]'s JSON.
+fn print_load_row(title: &str, s: &Value) {
+    println!(
+        "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
+        title,
+        s["ops"],
+        fmt2(&s["ops_per_sec"]),
+        fmt2(&s["p50_ms"]),
+        fmt2(&s["p99_ms"]),
+        fmt2(&s["max_ms"])
+    );
+}
+
 fn print_table(v: &Value) {
-    let f = |x: &Value| x.as_f64().map(|n| format!("{n:.2}")).unwrap_or_else(|| "-".into());
+    let f = fmt2;
     let m = &v["machine"];
     println!(
         "latchkey bench {} ({} build) on {} core(s), {}, {} MiB; storage {}",
@@ -1401,15 +1419,7 @@ fn print_table(v: &Value) {
             .as_f64()
             .map(|r| format!(" @{r}/s"))
             .unwrap_or_default();
-        println!(
-            "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            format!("{title}, c={}{rate}", s["concurrency"]),
-            s["ops"],
-            f(&s["ops_per_sec"]),
-            f(&s["p50_ms"]),
-            f(&s["p99_ms"]),
-            f(&s["max_ms"])
-        );
+        print_load_row(&format!("{title}, c={}{rate}", s["concurrency"]), s);
         if key != "part" {
             println!(
                 "  {} users seeded in {} s; errors {}; starved {}",

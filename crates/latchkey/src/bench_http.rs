@@ -395,20 +395,12 @@ pub(super) fn print_summary(v: &Value) {
     if !h.is_object() {
         return;
     }
-    let f = |x: &Value| x.as_f64().map(|n| format!("{n:.2}")).unwrap_or_else(|| "-".into());
+    let f = fmt2;
     for (title, s) in [
         ("HTTP second step alone", &h["second_step"]),
         ("HTTP full sign-in", &h["full_signin"]),
     ] {
-        println!(
-            "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            format!("{title}, c={}", s["concurrency"]),
-            s["ops"],
-            f(&s["ops_per_sec"]),
-            f(&s["p50_ms"]),
-            f(&s["p99_ms"]),
-            f(&s["max_ms"])
-        );
+        print_load_row(&format!("{title}, c={}", s["concurrency"]), s);
         println!(
             "  p95 {} ms; errors {}; starved {}",
             f(&s["p95_ms"]),
