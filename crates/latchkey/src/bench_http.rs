@@ -90,9 +90,10 @@ async fn measure(
     let bound = argon2.bound_measured();
     let fx = scratch.fixture();
     let app = scratch.app(Config::default())?;
-    let mut prep_config = Config::default();
-    prep_config.password = PREP_PASSWORD;
-    let prep_app = scratch.app(prep_config)?;
+    let prep_app = scratch.app(Config {
+        password: PREP_PASSWORD,
+        ..Config::default()
+    })?;
 
     let n_check = totp_users_needed(args, None);
     let n_full = signin_users_needed(args, bound);
