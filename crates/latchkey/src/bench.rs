@@ -15,6 +15,8 @@
 //!   `POST /api/v1/signin {username, password}` then
 //!   `POST /api/v1/signin/{flow}/verify {method: "totp", code}` until a
 //!   session token comes back; reported as a fraction of the Argon2 bound.
+//! - `http` (not part of `all`): the same requests against a separate
+//!   `latchkey serve` process, see bench_http.rs.
 //!
 //! Every code is used once: a TOTP method accepts each time step once and
 //! never an older step than the last one accepted. Users are checked out
@@ -40,6 +42,9 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use serde_json::{json, Value};
 
+#[path = "bench_http.rs"]
+mod http;
+
 /// Password every seeded sign-in user gets (policy: at least 12 characters).
 const PASSWORD: &str = "bench correct horse battery staple";
 /// Users inserted per audited transaction when seeding the TOTP scenario.
@@ -64,6 +69,10 @@ pub enum Scenario {
     /// Not part of `all`: the events logged in SQLite, then the server's
     /// detection engine over them.
     DetectionsStore,
+    /// Not part of `all`: a `latchkey serve` child process driven over
+    /// loopback HTTP (second step alone, full sign-in), next to the
+    /// in-process check_totp rate and the Argon2 bound (see bench_http.rs).
+    Http,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +113,11 @@ pub struct BenchArgs {
     /// Sign-in events for the detections scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: usize,
+    /// Sign-in flows the http scenario prepares (password step done) before
+    /// timing the second step alone; that run ends when they are used up or
+    /// after --duration-secs, whichever comes first.
+    #[arg(long, default_value_t = 6000)]
+    pub flows: usize,
 }
 
 pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> anyhow::Result<()> {
@@ -121,7 +135,8 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
         return crate::bench_report::run(database_url, args.signins, args.json, machine(cores)).await;
     }
     let want = |s: Scenario| {
-        args.scenario == s || (args.scenario == Scenario::All && !matches!(s, Scenario::TotpParts | Scenario::Report))
+        args.scenario == s
+            || (args.scenario == Scenario::All && !matches!(s, Scenario::TotpParts | Scenario::Report | Scenario::Http))
     };
     let backend = if database_url.is_some() { "postgres" } else { "sqlite" };
     let started = unix_secs() as i64;
@@ -147,6 +162,15 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
             "totp_window": Config::default().totp_window,
         },
     });
+    if args.scenario == Scenario::Http {
+        out["parameters"]["flows"] = json!(args.flows);
+        let failed = http::run(database_url, &args, cores, &mut out).await?;
+        finish(&out, &args)?;
+        if failed > 0 {
+            bail!("{failed} operations failed during the measured runs (see first_error)");
+        }
+        return Ok(());
+    }
 
     let argon2 = if want(Scenario::Argon2) {
         let phase = Duration::from_secs(args.duration_secs).max(Duration::from_secs(2)) / 2;
@@ -170,10 +194,14 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
         result?;
     }
 
+    finish(&out, &args)
+}
+
+fn finish(out: &Value, args: &BenchArgs) -> Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(out)?);
     } else {
-        print_table(&out);
+        print_table(out);
     }
     Ok(())
 }
@@ -193,31 +221,27 @@ async fn run_server_scenarios(
     out: &mut Value,
 ) -> Result<()> {
     let want = |s: Scenario| args.scenario == s || (args.scenario == Scenario::All && s != Scenario::TotpParts);
-    let total_secs = (args.duration_secs + args.warmup_secs) as f64;
+    let total_secs = total_secs(args);
     if want(Scenario::Totp) {
-        // Each fresh user offers three codes in the first window; size for
-        // 15,000/s unpaced plus the paced run, so a fast machine does not run dry.
         let paced = (args.totp_rate > 0.0).then_some(args.totp_rate);
-        let n = args.users.unwrap_or_else(|| {
-            (((15_000.0 + paced.unwrap_or(0.0) * 1.2) * total_secs / 3.0).ceil() as usize).max(args.concurrency * 4)
-        });
+        let n = totp_users_needed(args, paced);
         eprintln!("totp: seeding {n} users with an active TOTP method ({})", env.backend);
         let t = Instant::now();
-        let users = Arc::new(seed_totp_users(&env.app, &env.fixture, &env.prefix, n).await?);
+        let users = Arc::new(seed_totp_users(&env.app, &env.fixture, &env.prefix, n, None).await?);
         let seed_secs = t.elapsed().as_secs_f64();
         let pool = Arc::new(CodePool::new(&users));
         eprintln!(
             "totp: seeded in {seed_secs:.1} s; measuring App::check_totp with {} tasks for {} s, unpaced",
             args.concurrency, args.duration_secs
         );
-        let r = totp_bench(env, users.clone(), pool.clone(), None, args).await?;
+        let r = totp_bench(&env.app, users.clone(), pool.clone(), None, args).await?;
         let mut v = r.to_json();
         v["users"] = json!(n);
         v["seed_secs"] = json!(round(seed_secs, 2));
         out["totp"] = v;
         if let Some(rate) = paced {
             eprintln!("totp: again, paced at {rate} checks/s");
-            let r = totp_bench(env, users, pool, Some(rate), args).await?;
+            let r = totp_bench(&env.app, users, pool, Some(rate), args).await?;
             let mut v = r.to_json();
             v["users"] = json!(n);
             v["seed_secs"] = json!(round(seed_secs, 2));
@@ -233,7 +257,7 @@ async fn run_server_scenarios(
             "totp-parts: seeding {n} users with an active TOTP method ({})",
             env.backend
         );
-        let users = Arc::new(seed_totp_users(&env.app, &env.fixture, &env.prefix, n).await?);
+        let users = Arc::new(seed_totp_users(&env.app, &env.fixture, &env.prefix, n, None).await?);
         // One pool across the parts: the writes of one part use up steps.
         let pool = Arc::new(CodePool::new(&users));
         let mut parts = serde_json::Map::new();
@@ -267,10 +291,7 @@ async fn run_server_scenarios(
         if argon2.is_none() {
             out["argon2"] = bound.to_json();
         }
-        // A user confirmed at step c-1 offers codes for c and c+1: count on 1.5.
-        let n = args
-            .users
-            .unwrap_or_else(|| ((bound.bound_measured() * total_secs / 1.5).ceil() as usize).max(args.concurrency * 4));
+        let n = signin_users_needed(args, bound.bound_measured());
         eprintln!("signin: seeding {n} users through the App API (password + confirmed TOTP)");
         let t = Instant::now();
         let users = seed_signin_users(&env.app, &env.prefix, n, cores.max(2)).await?;
@@ -279,7 +300,7 @@ async fn run_server_scenarios(
             "signin: seeded in {seed_secs:.1} s; signing in over HTTP with {} clients for {} s",
             args.concurrency, args.duration_secs
         );
-        let r = signin_bench(env, users, args).await?;
+        let r = signin_bench(&env.base_url, users, args).await?;
         let mut v = r.to_json();
         v["users"] = json!(n);
         v["seed_secs"] = json!(round(seed_secs, 2));
@@ -290,6 +311,28 @@ async fn run_server_scenarios(
         out["signin"] = v;
     }
     Ok(())
+}
+
+/// Warm-up plus measured seconds of one run.
+fn total_secs(args: &BenchArgs) -> f64 {
+    (args.duration_secs + args.warmup_secs) as f64
+}
+
+/// TOTP users for an unpaced check_totp run (and a paced one at `paced`/s):
+/// each fresh user offers three codes in the first window; sized for
+/// 15,000/s unpaced so a fast machine does not run dry.
+fn totp_users_needed(args: &BenchArgs, paced: Option<f64>) -> usize {
+    args.users.unwrap_or_else(|| {
+        (((15_000.0 + paced.unwrap_or(0.0) * 1.2) * total_secs(args) / 3.0).ceil() as usize).max(args.concurrency * 4)
+    })
+}
+
+/// Users for `secs` seconds of password + TOTP sign-ins at up to `rate`/s:
+/// a user confirmed at step c-1 (or fresh) offers codes for c and c+1, so
+/// count on 1.5 sign-ins per user.
+fn signin_users_needed(args: &BenchArgs, rate: f64) -> usize {
+    args.users
+        .unwrap_or_else(|| ((rate * total_secs(args) / 1.5).ceil() as usize).max(args.concurrency * 4))
 }
 
 // ---- environment -----------------------------------------------------------
@@ -322,8 +365,21 @@ impl Drop for TempDir {
     }
 }
 
-impl Env {
-    async fn start(database_url: Option<&str>, allow_existing: bool) -> Result<Env> {
+/// A fresh scratch database: SQLite in a new temporary directory, or the
+/// given PostgreSQL database, which must hold no users unless the caller
+/// allows it (bench users are left behind there, under a unique prefix).
+/// Comes with a new master key that only this run knows.
+struct Scratch {
+    store: Store,
+    backend: &'static str,
+    master: [u8; 32],
+    /// Username prefix unique to this run (PostgreSQL may hold older runs).
+    prefix: String,
+    temp: TempDir,
+}
+
+impl Scratch {
+    async fn open(database_url: Option<&str>, allow_existing: bool) -> Result<Scratch> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
         let temp = TempDir(std::env::temp_dir().join(format!("latchkey-bench-{}-{nanos}", std::process::id())));
         std::fs::create_dir_all(&temp.0).with_context(|| format!("creating {}", temp.0.display()))?;
@@ -348,18 +404,42 @@ impl Env {
         }
         let mut master = [0u8; 32];
         OsRng.fill_bytes(&mut master);
+        Ok(Scratch {
+            store,
+            backend,
+            master,
+            prefix: format!("bench{:x}-", (nanos / 1_000_000) % 0xffff_ffff),
+            temp,
+        })
+    }
+
+    /// The bench's own handle on the scratch database, for seeding and for
+    /// timing the store's parts of a TOTP check one by one.
+    fn fixture(&self) -> Fixture {
+        Fixture {
+            store: self.store.clone(),
+            keys: Arc::new(Keys::from_master(&self.master)),
+        }
+    }
+
+    /// The service over the scratch database, as a server would run it.
+    fn app(&self, config: Config) -> Result<Arc<App>> {
+        Ok(Arc::new(App::new(
+            self.store.clone(),
+            Keys::from_master(&self.master),
+            config,
+            Arc::new(SystemClock),
+        )?))
+    }
+}
+
+impl Env {
+    async fn start(database_url: Option<&str>, allow_existing: bool) -> Result<Env> {
+        let scratch = Scratch::open(database_url, allow_existing).await?;
         // The bench seeds and probes its scratch database through its own
         // store handle; what it measures as a sign-in goes through the service.
-        let fixture = Fixture {
-            store: store.clone(),
-            keys: Arc::new(Keys::from_master(&master)),
-        };
-        let app = Arc::new(App::new(
-            store,
-            Keys::from_master(&master),
-            Config::default(),
-            Arc::new(SystemClock),
-        )?);
+        let fixture = scratch.fixture();
+        let app = scratch.app(Config::default())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
@@ -375,11 +455,11 @@ impl Env {
             app,
             fixture,
             base_url: format!("http://{addr}"),
-            backend,
-            prefix: format!("bench{:x}-", (nanos / 1_000_000) % 0xffff_ffff),
+            backend: scratch.backend,
+            prefix: scratch.prefix,
             shutdown,
             server,
-            temp,
+            temp: scratch.temp,
         })
     }
 
@@ -409,8 +489,16 @@ struct BenchUser {
 /// Users with an active TOTP method, written in batches through the store's
 /// audited write transactions (the rows `enroll_totp` + `confirm_totp` would
 /// leave, minus the per-user round trips, so seeding tens of thousands takes
-/// seconds). The replay guard starts empty.
-async fn seed_totp_users(app: &App, fx: &Fixture, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
+/// seconds). The replay guard starts empty. With `password_phc`, every user
+/// gets that one password hash (the cost of verifying it is the same as
+/// for a hash of their own, without an Argon2 hash per seeded user).
+async fn seed_totp_users(
+    app: &App,
+    fx: &Fixture,
+    prefix: &str,
+    n: usize,
+    password_phc: Option<&str>,
+) -> Result<Vec<BenchUser>> {
     let params = serde_json::to_value(TotpParams::default())?;
     let now = app.now();
     let mut out = Vec::with_capacity(n);
@@ -430,6 +518,9 @@ async fn seed_totp_users(app: &App, fx: &Fixture, prefix: &str, n: usize) -> Res
                     now,
                 )
                 .await?;
+            if let Some(phc) = password_phc {
+                tx.set_password_hash(&user.id, phc, now).await?;
+            }
             let secret = otp::generate_secret(&mut OsRng, OtpAlgorithm::Sha1);
             let id = method_id();
             let sealed = fx.keys.seal(&secret, &id);
@@ -458,7 +549,7 @@ async fn seed_totp_users(app: &App, fx: &Fixture, prefix: &str, n: usize) -> Res
                 "cli:bench",
                 "bench.seed",
                 "bench",
-                json!({ "kind": "totp", "users": end - start }),
+                json!({ "kind": "totp", "users": end - start, "password": password_phc.is_some() }),
             ),
             app.clock.now_ms(),
         )
@@ -640,10 +731,15 @@ struct LoadResult {
     errors: u64,
     first_error: Option<String>,
     starved: u64,
+    /// The work ran out before the deadline (`drive` with `until_empty`).
+    ran_dry: bool,
 }
 
 impl LoadResult {
     fn rate(&self) -> f64 {
+        if self.measured.is_zero() {
+            return 0.0;
+        }
         self.latencies.len() as f64 / self.measured.as_secs_f64()
     }
 
@@ -664,6 +760,7 @@ impl LoadResult {
             "ops_per_sec": round(self.rate(), 1),
             "p50_ms": ms(percentile(&sorted, 0.50)),
             "p90_ms": ms(percentile(&sorted, 0.90)),
+            "p95_ms": ms(percentile(&sorted, 0.95)),
             "p99_ms": ms(percentile(&sorted, 0.99)),
             "max_ms": ms(sorted.last().copied().unwrap_or_default()),
             "mean_ms": ms(mean),
@@ -690,7 +787,10 @@ fn round(x: f64, places: i32) -> f64 {
 
 /// Run `op` in `concurrency` tasks for warm-up + duration. Counts the
 /// operations that complete inside the measured window. `op` returns its own
-/// latency, or `None` when it found no fresh code to use.
+/// latency, or `None` when it found nothing to do: no fresh code yet (the
+/// task waits a little and tries again) or, with `until_empty`, no work
+/// left (the task ends; when every task has ended before the deadline, the
+/// measured window ends with the last operation counted).
 ///
 /// Without `rate`, each task runs `op` back to back (closed loop: the
 /// maximum throughput, and the latency at saturation). With `rate`, the
@@ -698,7 +798,14 @@ fn round(x: f64, places: i32) -> f64 {
 /// (open loop); an operation that starts late because its task was still
 /// busy is charged the delay, so a server that falls behind shows it in the
 /// latency instead of hiding it (no coordinated omission).
-async fn drive<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, rate: Option<f64>, op: F) -> LoadResult
+async fn drive<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    rate: Option<f64>,
+    until_empty: bool,
+    op: F,
+) -> LoadResult
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<Duration>>> + Send + 'static,
@@ -715,6 +822,8 @@ where
             let mut lat = Vec::with_capacity(1 << 14);
             let mut errors = 0u64;
             let mut first_error = None;
+            let mut ran_dry = false;
+            let mut last_counted = None;
             // Stagger the tasks evenly over one interval.
             let mut scheduled = interval.map(|iv| start + iv * w as u32 / concurrency as u32);
             while Instant::now() < deadline {
@@ -732,9 +841,16 @@ where
                 let r = op().await;
                 let done = Instant::now();
                 let counted = done >= measure_from && done <= deadline;
+                if counted {
+                    last_counted = Some(done);
+                }
                 match r {
                     Ok(Some(d)) if counted => lat.push(late + d),
                     Ok(Some(_)) => {}
+                    Ok(None) if until_empty => {
+                        ran_dry = true;
+                        break;
+                    }
                     Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
                     Err(e) => {
                         if counted {
@@ -744,7 +860,7 @@ where
                     }
                 }
             }
-            (lat, errors, first_error)
+            (lat, errors, first_error, ran_dry, last_counted)
         }));
     }
     let mut out = LoadResult {
@@ -755,21 +871,32 @@ where
         errors: 0,
         first_error: None,
         starved: 0,
+        ran_dry: false,
     };
+    let mut all_ran_dry = true;
+    let mut last: Option<Instant> = None;
     for t in tasks {
         match t.await {
-            Ok((lat, errors, first)) => {
+            Ok((lat, errors, first, ran_dry, last_counted)) => {
                 out.latencies.extend(lat);
                 out.errors += errors;
                 if out.first_error.is_none() {
                     out.first_error = first;
                 }
+                all_ran_dry &= ran_dry;
+                last = last.max(last_counted);
             }
             Err(e) => {
+                all_ran_dry = false;
                 out.errors += 1;
                 out.first_error.get_or_insert_with(|| format!("task failed: {e}"));
             }
         }
+    }
+    if until_empty && all_ran_dry {
+        out.ran_dry = true;
+        // Nothing ran after the last operation: the window ends there.
+        out.measured = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(measure_from));
     }
     out
 }
@@ -777,20 +904,21 @@ where
 // ---- scenarios -----------------------------------------------------------------
 
 async fn totp_bench(
-    env: &Env,
+    app: &Arc<App>,
     users: Arc<Vec<BenchUser>>,
     pool: Arc<CodePool>,
     rate: Option<f64>,
     args: &BenchArgs,
 ) -> Result<LoadResult> {
     let starved_before = pool.starved();
-    let app = env.app.clone();
+    let app = app.clone();
     let p = pool.clone();
     let mut r = drive(
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
         rate,
+        false,
         move || {
             let (app, pool, users) = (app.clone(), p.clone(), users.clone());
             async move {
@@ -862,6 +990,7 @@ async fn totp_part_bench(
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
         args.parts_rate,
+        false,
         move || {
             let (app, pool, users, write_lock) = (app.clone(), p.clone(), users.clone(), write_lock.clone());
             let (store, keys) = (store.clone(), keys.clone());
@@ -944,21 +1073,18 @@ async fn totp_part_bench(
     Ok(r)
 }
 
-async fn signin_bench(env: &Env, users: Vec<BenchUser>, args: &BenchArgs) -> Result<LoadResult> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .timeout(Duration::from_secs(60))
-        .build()?;
+async fn signin_bench(base_url: &str, users: Vec<BenchUser>, args: &BenchArgs) -> Result<LoadResult> {
+    let client = http_client(args.concurrency)?;
     let pool = Arc::new(CodePool::new(&users));
     let users = Arc::new(users);
-    let base = Arc::new(env.base_url.clone());
+    let base = Arc::new(base_url.to_owned());
     let p = pool.clone();
     let mut r = drive(
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
         None,
+        false,
         move || {
             let (client, pool, users, base) = (client.clone(), p.clone(), users.clone(), base.clone());
             async move {
@@ -974,6 +1100,15 @@ async fn signin_bench(env: &Env, users: Vec<BenchUser>, args: &BenchArgs) -> Res
     .await;
     r.starved = pool.starved();
     Ok(r)
+}
+
+/// One keep-alive client for `concurrency` requests in flight.
+fn http_client(concurrency: usize) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(concurrency * 2)
+        .timeout(Duration::from_secs(60))
+        .build()?)
 }
 
 async fn signin_once(
@@ -1181,8 +1316,26 @@ fn machine(cores: usize) -> Value {
     })
 }
 
+/// A number with two decimals, or "-".
+fn fmt2(x: &Value) -> String {
+    x.as_f64().map(|n| format!("{n:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// One table row for a [`LoadResult`]'s JSON.
+fn print_load_row(title: &str, s: &Value) {
+    println!(
+        "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
+        title,
+        s["ops"],
+        fmt2(&s["ops_per_sec"]),
+        fmt2(&s["p50_ms"]),
+        fmt2(&s["p99_ms"]),
+        fmt2(&s["max_ms"])
+    );
+}
+
 fn print_table(v: &Value) {
-    let f = |x: &Value| x.as_f64().map(|n| format!("{n:.2}")).unwrap_or_else(|| "-".into());
+    let f = fmt2;
     let m = &v["machine"];
     println!(
         "latchkey bench {} ({} build) on {} core(s), {}, {} MiB; storage {}",
@@ -1266,15 +1419,7 @@ fn print_table(v: &Value) {
             .as_f64()
             .map(|r| format!(" @{r}/s"))
             .unwrap_or_default();
-        println!(
-            "{:<34} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            format!("{title}, c={}{rate}", s["concurrency"]),
-            s["ops"],
-            f(&s["ops_per_sec"]),
-            f(&s["p50_ms"]),
-            f(&s["p99_ms"]),
-            f(&s["max_ms"])
-        );
+        print_load_row(&format!("{title}, c={}{rate}", s["concurrency"]), s);
         if key != "part" {
             println!(
                 "  {} users seeded in {} s; errors {}; starved {}",
@@ -1299,4 +1444,5 @@ fn print_table(v: &Value) {
             );
         }
     }
+    http::print_summary(v);
 }
