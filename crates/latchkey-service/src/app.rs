@@ -15,6 +15,8 @@ use latchkey_store::{ApiTokenRecord, Keys, MethodRecord, SessionRecord, Store, U
 
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
+// Callers still name it here (the split into users.rs moved it).
+pub use crate::users::UserChange;
 
 pub const SESSION_PREFIX: &str = "lk_s_";
 pub const API_TOKEN_PREFIX: &str = "lk_at_";
