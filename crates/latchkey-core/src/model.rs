@@ -223,3 +223,103 @@ impl VerifyMethod {
         !matches!(self, VerifyMethod::Password)
     }
 }
+
+/// Directory attributes people type and others read (in the console, in
+/// reports, in logs): display names, departments, group names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryField {
+    DisplayName,
+    Department,
+    Group,
+}
+
+impl DirectoryField {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DirectoryField::DisplayName => "display_name",
+            DirectoryField::Department => "department",
+            DirectoryField::Group => "group name",
+        }
+    }
+
+    /// Longest value, in characters.
+    pub fn max_chars(&self) -> usize {
+        match self {
+            DirectoryField::DisplayName => 200,
+            DirectoryField::Department | DirectoryField::Group => 100,
+        }
+    }
+
+    /// The value trimmed, if it is 1 to [`Self::max_chars`] characters of
+    /// text that displays as itself: no control characters (NUL, newlines,
+    /// escapes), no line or paragraph separators, and no bidirectional
+    /// controls, which make a name read differently from what it is
+    /// ("admin" spelt backwards behind U+202E) in lists and audit trails.
+    pub fn validate(&self, value: &str) -> Result<String, CoreError> {
+        let v = value.trim();
+        let (field, max) = (self.as_str(), self.max_chars());
+        let n = v.chars().count();
+        if n == 0 || n > max {
+            return Err(CoreError::InvalidInput(format!(
+                "{field} must be 1-{max} characters (got {n})"
+            )));
+        }
+        if let Some(c) = v.chars().find(|&c| is_hidden_control(c)) {
+            return Err(CoreError::InvalidInput(format!(
+                "{field} must not contain control or text-direction characters (found U+{:04X})",
+                c as u32
+            )));
+        }
+        Ok(v.to_owned())
+    }
+}
+
+/// Characters that change how surrounding text displays instead of showing.
+fn is_hidden_control(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200E}' | '\u{200F}' | '\u{061C}' // direction marks
+            | '\u{202A}'..='\u{202E}'            // embeddings and overrides
+            | '\u{2066}'..='\u{2069}'            // isolates
+            | '\u{2028}' | '\u{2029}' // line and paragraph separators
+        )
+}
+
+#[cfg(test)]
+mod directory_tests {
+    use super::DirectoryField::*;
+
+    #[test]
+    fn directory_text_is_plain_and_bounded() {
+        assert_eq!(DisplayName.validate("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(
+            Department.validate("Forschung & Entwicklung").unwrap(),
+            "Forschung & Entwicklung"
+        );
+        assert_eq!(
+            DisplayName.validate("محمد علي").unwrap(),
+            "محمد علي",
+            "right-to-left scripts are fine"
+        );
+        assert_eq!(DisplayName.validate("👩‍💻 Zoë").unwrap(), "👩‍💻 Zoë", "joiners are fine");
+        assert!(DisplayName.validate(&"é".repeat(200)).is_ok());
+        assert!(DisplayName.validate(&"é".repeat(201)).is_err());
+        assert!(Department.validate(&"x".repeat(101)).is_err());
+        assert!(Group.validate(&"x".repeat(101)).is_err());
+        assert!(Group.validate("   ").is_err());
+        for bad in [
+            "a\0b",
+            "a\nb",
+            "a\u{1b}[31mb",
+            "a\u{85}b",
+            "gro\u{202E}nimda",
+            "a\u{2066}b",
+            "a\u{200F}b",
+            "a\u{2028}b",
+        ] {
+            let e = DisplayName.validate(bad).unwrap_err().to_string();
+            assert!(e.contains("display_name") && e.contains("U+"), "{bad:?}: {e}");
+        }
+    }
+}

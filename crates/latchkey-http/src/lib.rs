@@ -5,6 +5,7 @@
 //! place ([`error`]).
 
 pub mod api;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -12,7 +13,6 @@ pub mod oidc;
 pub mod tls;
 pub mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -22,6 +22,7 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+pub use connections::ConnLimits;
 pub use error::{ApiError, ApiResult};
 use latchkey_service::{App, ServiceError};
 pub use web::WebConfig;
@@ -108,20 +109,24 @@ pub fn router(app: Arc<App>, web: WebConfig) -> Router {
         ))
 }
 
-/// Serve until `shutdown` resolves. Also runs the service's housekeeping.
+/// Serve until `shutdown` resolves, with the default [`ConnLimits`]. Also
+/// runs the service's housekeeping.
 pub async fn serve(
     app: Arc<App>,
     web: WebConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let housekeeping = latchkey_service::ops::spawn_housekeeping(app.clone());
-    let result = axum::serve(
-        listener,
-        router(app, web).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    housekeeping.abort();
-    result
+    serve_with(app, web, ConnLimits::default(), listener, shutdown).await
+}
+
+/// Serve plain http until `shutdown` resolves, within `limits`.
+pub async fn serve_with(
+    app: Arc<App>,
+    web: WebConfig,
+    limits: ConnLimits,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    connections::serve(app, web, limits, listener, None, shutdown).await
 }

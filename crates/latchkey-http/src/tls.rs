@@ -1,11 +1,10 @@
 //! Serving https directly (`latchkey serve --tls-cert FILE --tls-key FILE`)
-//! with rustls. Behind a reverse proxy that terminates TLS, use plain
+//! with rustls, through the same accept loop, caps and timeouts as plain
+//! http ([`crate::connections`]). Behind a reverse proxy that terminates TLS, use plain
 //! [`crate::serve`] with `--trusted-proxy` instead.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
 
@@ -29,25 +28,16 @@ pub async fn load(cert: &Path, key: &Path) -> std::io::Result<RustlsConfig> {
     })
 }
 
-/// Serve https on `listener` until `shutdown` resolves.
+/// Serve https on `listener` until `shutdown` resolves, within `limits`
+/// (the handshake counts against the header-read timeout).
 pub async fn serve_tls(
     app: Arc<App>,
     web: crate::WebConfig,
-    listener: std::net::TcpListener,
+    limits: crate::ConnLimits,
+    listener: tokio::net::TcpListener,
     tls: RustlsConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
-    let housekeeping = latchkey_service::ops::spawn_housekeeping(app.clone());
-    let result = axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .serve(crate::router(app, web).into_make_service_with_connect_info::<SocketAddr>())
-        .await;
-    housekeeping.abort();
-    result
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
+    crate::connections::serve(app, web, limits, listener, Some(acceptor), shutdown).await
 }

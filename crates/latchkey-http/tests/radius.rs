@@ -1,9 +1,15 @@
 //! RADIUS server, in process: PAP + Access-Challenge for TOTP, the
-//! Message-Authenticator requirement, replay and shared throttling.
+//! Message-Authenticator requirement, replay and shared throttling; and
+//! under attack: one attacker behind a shared NAS must not lock out everybody
+//! behind it, and spoofed datagrams must not grow the log without bound
+//! (docs/threat-model-outage.md).
 
 mod federation_support;
 
+use std::io::Write;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use federation_support::{Env, TestUser};
 use latchkey_radius::packet::{self, Packet};
@@ -14,6 +20,18 @@ const SECRET: &str = "nas-shared-secret-0123";
 const NAS_IP: &str = "127.0.0.1";
 
 fn request(id: u8, user: &str, password: &str, secret: &str, state: Option<&[u8]>) -> (Vec<u8>, [u8; 16]) {
+    request_from(id, user, password, secret, state, None)
+}
+
+/// A request whose NAS reports `calling_station` as the caller.
+fn request_from(
+    id: u8,
+    user: &str,
+    password: &str,
+    secret: &str,
+    state: Option<&[u8]>,
+    calling_station: Option<&str>,
+) -> (Vec<u8>, [u8; 16]) {
     let auth: [u8; 16] = rand::random();
     let mut p = Packet {
         code: packet::ACCESS_REQUEST,
@@ -28,6 +46,9 @@ fn request(id: u8, user: &str, password: &str, secret: &str, state: Option<&[u8]
     );
     if let Some(s) = state {
         p.add(packet::STATE, s);
+    }
+    if let Some(c) = calling_station {
+        p.add(packet::CALLING_STATION_ID, c.as_bytes());
     }
     (packet::sign_request(p, secret.as_bytes()), auth)
 }
@@ -176,4 +197,105 @@ async fn client_registration_rules() {
         env.app.add_radius_client(&op, "vpn2", "127.0.0.1", SECRET).await,
         Err(ServiceError::Conflict(_))
     ));
+}
+
+/// The answer's code and Reply-Message to a first request (no State).
+async fn answer_to(env: &Env, id: u8, user: &str, password: &str, calling_station: Option<&str>) -> (u8, String) {
+    let (raw, auth) = request_from(id, user, password, SECRET, None, calling_station);
+    let p = ask(env, &raw, &auth).await.expect("answered");
+    let msg = p
+        .attr(packet::REPLY_MESSAGE)
+        .map(|m| String::from_utf8_lossy(m).into_owned());
+    (p.code, msg.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn one_attacker_behind_a_nas_does_not_lock_out_its_other_users() {
+    let (env, victim) = setup().await;
+    // Far more wrong passwords than the per-source threshold (20), each for
+    // a different user, through the NAS without Calling-Station-Id.
+    for i in 0..30u8 {
+        let (code, _) = answer_to(&env, i, &format!("guess{i}"), "wrong password", None).await;
+        assert_eq!(code, packet::ACCESS_REJECT);
+    }
+    let (code, msg) = answer_to(&env, 100, &victim.name, &victim.password, None).await;
+    assert_eq!(code, packet::ACCESS_CHALLENGE, "the victim is not locked out: {msg}");
+
+    // A Calling-Station-Id of any form is the source: the attacker's station
+    // is throttled, a colleague's station is not.
+    let attacker = "00-11-22-33-44-55";
+    for i in 0..30u8 {
+        answer_to(&env, i, &format!("spray{i}"), "wrong password", Some(attacker)).await;
+    }
+    let (code, msg) = answer_to(&env, 101, &victim.name, &victim.password, Some(attacker)).await;
+    assert_eq!(code, packet::ACCESS_REJECT);
+    assert!(msg.contains("Too many"), "{msg}");
+    let (code, msg) = answer_to(&env, 102, &victim.name, &victim.password, Some("+4930123456")).await;
+    assert_eq!(code, packet::ACCESS_CHALLENGE, "{msg}");
+
+    // The per-user lock still applies through the NAS.
+    for i in 0..5u8 {
+        answer_to(&env, 110 + i, &victim.name, "wrong password", None).await;
+    }
+    let (code, msg) = answer_to(&env, 120, &victim.name, &victim.password, None).await;
+    assert_eq!(code, packet::ACCESS_REJECT);
+    assert!(msg.contains("Too many"), "{msg}");
+}
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn spoofed_datagrams_from_unknown_addresses_log_a_bounded_number_of_lines() {
+    let (env, _) = setup().await;
+    let log = Captured::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test's runtime is single-threaded: the server's tasks log here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(latchkey_radius::serve(env.app.clone(), server, async {
+        let _ = stopped.await;
+    }));
+    // 127.0.0.2 is not a registered NAS.
+    let spoofer = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    const SENT: usize = 2000;
+    for i in 0..SENT {
+        let (raw, _) = request((i % 256) as u8, &format!("u{i}"), "pw", SECRET, None);
+        spoofer.send_to(&raw, addr).await.unwrap();
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Let the server drain its socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("RADIUS")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("unknown client") && l.contains("127.0.0.2")),
+        "the first one is still reported: {text}"
+    );
+    assert!(lines.len() <= 3, "{} lines for {SENT} datagrams:\n{text}", lines.len());
 }

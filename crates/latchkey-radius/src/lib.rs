@@ -7,11 +7,13 @@
 //! Message-Authenticator (RFC 3579 §3.2; which is also what a wrong shared
 //! secret looks like), or that are not Access-Requests are silently
 //! discarded, as the RFCs require: an answer could not be authenticated by
-//! the NAS anyway, and silence gives an attacker nothing to measure.
+//! the NAS anyway, and silence gives an attacker nothing to measure. Their
+//! log lines are rate-limited ([`DiscardLog`]): source addresses of UDP
+//! are trivially forged.
 
 pub mod packet;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,23 +32,52 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 /// Requests handled at once; more are dropped (the NAS retransmits).
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Why a datagram got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Discard {
+    /// Not from a registered NAS address.
+    UnknownClient,
+    /// Not a RADIUS packet.
+    Malformed,
+    /// Not an Access-Request (accounting, a stray response, ...).
+    NotAccessRequest,
+    /// Missing or wrong Message-Authenticator: a wrong shared secret, or forged.
+    BadAuthenticator,
+    /// Too many requests in flight already; the NAS retransmits.
+    Busy,
+}
+
+impl Discard {
+    fn as_str(self) -> &'static str {
+        match self {
+            Discard::UnknownClient => "request from an unknown client",
+            Discard::Malformed => "malformed packet",
+            Discard::NotAccessRequest => "not an Access-Request",
+            Discard::BadAuthenticator => "missing or invalid Message-Authenticator (or wrong shared secret)",
+            Discard::Busy => "too many requests in flight",
+        }
+    }
+}
+
 /// Answer one datagram from `src`. `None`: discard silently.
 pub async fn handle(app: &App, src: IpAddr, raw: &[u8]) -> ServiceResult<Option<Vec<u8>>> {
+    Ok(answer(app, src, raw).await?.ok())
+}
+
+/// Answer one datagram from `src`, or say why it gets none.
+async fn answer(app: &App, src: IpAddr, raw: &[u8]) -> ServiceResult<Result<Vec<u8>, Discard>> {
     let Some(nas) = app.radius_nas(src).await? else {
-        tracing::warn!(%src, "RADIUS: request from an unknown client discarded");
-        return Ok(None);
+        return Ok(Err(Discard::UnknownClient));
     };
     let secret = &nas.secret;
     let Ok(req) = Packet::decode(raw) else {
-        tracing::warn!(nas = %nas.client.name, "RADIUS: malformed packet discarded");
-        return Ok(None);
+        return Ok(Err(Discard::Malformed));
     };
     if req.code != ACCESS_REQUEST {
-        return Ok(None);
+        return Ok(Err(Discard::NotAccessRequest));
     }
     if !packet::verify_request_message_authenticator(raw, secret) {
-        tracing::warn!(nas = %nas.client.name, "RADIUS: missing or invalid Message-Authenticator (or wrong shared secret); discarded");
-        return Ok(None);
+        return Ok(Err(Discard::BadAuthenticator));
     }
     let answer = |code: u8, message: &str, state: Option<&[u8]>| {
         let mut resp = Packet::reply_to(&req, code);
@@ -56,7 +87,7 @@ pub async fn handle(app: &App, src: IpAddr, raw: &[u8]) -> ServiceResult<Option<
         if !message.is_empty() {
             resp.add(packet::REPLY_MESSAGE, message.as_bytes());
         }
-        Some(packet::sign_response(resp, &req.authenticator, secret))
+        Ok(packet::sign_response(resp, &req.authenticator, secret))
     };
     let reject = |message: &str| answer(ACCESS_REJECT, message, None);
     let username = match req.attr(packet::USER_NAME).map(std::str::from_utf8) {
@@ -75,19 +106,85 @@ pub async fn handle(app: &App, src: IpAddr, raw: &[u8]) -> ServiceResult<Option<
     };
     let calling_station = req
         .attr(packet::CALLING_STATION_ID)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|s| s.trim().parse::<IpAddr>().ok());
+        .map(|v| String::from_utf8_lossy(v).into_owned());
     let request = AccessRequest {
         username,
         password,
         calling_station,
         state: req.attr(packet::STATE).map(<[u8]>::to_vec),
     };
-    Ok(match app.radius_access_request(&nas.client, src, request).await? {
+    Ok(match app.radius_access_request(&nas.client, request).await? {
         AccessAnswer::Accept => answer(ACCESS_ACCEPT, "", None),
         AccessAnswer::Reject(m) => reject(m),
         AccessAnswer::Challenge { state, message } => answer(ACCESS_CHALLENGE, &message, Some(state.as_bytes())),
     })
+}
+
+/// Log lines about discarded datagrams, bounded: anyone can send UDP with
+/// any source address, so a line per datagram would let them fill the disk.
+/// At most one line per (source, reason) per [`DISCARD_LOG_WINDOW`], at
+/// most [`DISCARD_LINES_PER_WINDOW`] such lines per window in all, and one
+/// summary line per window counting everything discarded.
+pub struct DiscardLog {
+    state: Mutex<DiscardState>,
+}
+
+/// One window of discard logging.
+pub const DISCARD_LOG_WINDOW: Duration = Duration::from_secs(60);
+pub const DISCARD_LINES_PER_WINDOW: usize = 16;
+
+struct DiscardState {
+    window_start: Instant,
+    /// (source, reason) pairs given a line of their own in this window.
+    logged: HashSet<(IpAddr, Discard)>,
+    datagrams: u64,
+    sources: HashSet<IpAddr>,
+}
+
+/// Distinct sources counted per window; past this the summary says "at least".
+const MAX_COUNTED_SOURCES: usize = 4096;
+
+impl DiscardLog {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            state: Mutex::new(DiscardState {
+                window_start: now,
+                logged: HashSet::new(),
+                datagrams: 0,
+                sources: HashSet::new(),
+            }),
+        }
+    }
+
+    /// Note one discarded datagram from `src` at `now`.
+    pub fn note(&self, src: IpAddr, why: Discard, now: Instant) {
+        let mut s = self.state.lock().expect("discard log lock");
+        if now.duration_since(s.window_start) >= DISCARD_LOG_WINDOW {
+            if s.datagrams > 0 {
+                let capped = s.sources.len() >= MAX_COUNTED_SOURCES;
+                tracing::warn!(
+                    datagrams = s.datagrams,
+                    addresses = s.sources.len(),
+                    "RADIUS: {} datagrams from {}{} addresses discarded in the last {} s",
+                    s.datagrams,
+                    if capped { "at least " } else { "" },
+                    s.sources.len(),
+                    now.duration_since(s.window_start).as_secs()
+                );
+            }
+            s.window_start = now;
+            s.logged.clear();
+            s.datagrams = 0;
+            s.sources.clear();
+        }
+        s.datagrams += 1;
+        if s.sources.len() < MAX_COUNTED_SOURCES {
+            s.sources.insert(src);
+        }
+        if s.logged.len() < DISCARD_LINES_PER_WINDOW && s.logged.insert((src, why)) {
+            tracing::warn!(%src, "RADIUS: {} discarded (further ones from this address are only counted for a minute)", why.as_str());
+        }
+    }
 }
 
 enum Seen {
@@ -106,6 +203,7 @@ pub async fn serve(
     let socket = Arc::new(socket);
     let seen: Arc<Mutex<HashMap<DuplicateKey, (Instant, Seen)>>> = Arc::default();
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let discards = Arc::new(DiscardLog::new(Instant::now()));
     tokio::pin!(shutdown);
     let mut buf = vec![0u8; packet::MAX_LEN];
     loop {
@@ -141,14 +239,18 @@ pub async fn serve(
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             seen.lock().expect("not poisoned").remove(&key);
-            tracing::warn!("RADIUS: too many requests in flight; dropping one");
+            discards.note(src.ip(), Discard::Busy, Instant::now());
             continue;
         };
-        let (app, socket, seen) = (app.clone(), socket.clone(), seen.clone());
+        let (app, socket, seen, discards) = (app.clone(), socket.clone(), seen.clone(), discards.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let resp = match handle(&app, src.ip(), &data).await {
-                Ok(r) => r,
+            let resp = match answer(&app, src.ip(), &data).await {
+                Ok(Ok(r)) => Some(r),
+                Ok(Err(why)) => {
+                    discards.note(src.ip(), why, Instant::now());
+                    None
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "RADIUS request failed");
                     None
@@ -167,5 +269,64 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Log lines written while `f` runs.
+    fn lines_during(f: impl FnOnce()) -> Vec<String> {
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn discards_are_logged_once_per_source_and_summarised_per_window() {
+        let t0 = Instant::now();
+        let log = DiscardLog::new(t0);
+        let one: IpAddr = "198.51.100.1".parse().unwrap();
+        let lines = lines_during(|| {
+            for _ in 0..10_000 {
+                log.note(one, Discard::UnknownClient, t0 + Duration::from_secs(1));
+            }
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // Forged sources: a line each only up to the per-window budget.
+        let lines = lines_during(|| {
+            for i in 0..5_000u32 {
+                log.note(
+                    IpAddr::from(i.to_be_bytes()),
+                    Discard::UnknownClient,
+                    t0 + Duration::from_secs(2),
+                );
+            }
+        });
+        assert_eq!(lines.len(), DISCARD_LINES_PER_WINDOW - 1, "{lines:?}");
+        // The next window opens with a summary of the last one.
+        let lines = lines_during(|| log.note(one, Discard::UnknownClient, t0 + DISCARD_LOG_WINDOW));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("15000 datagrams from at least 4096 addresses discarded in the last 60 s"),
+            "{lines:?}"
+        );
     }
 }

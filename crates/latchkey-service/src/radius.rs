@@ -51,8 +51,10 @@ pub struct Nas {
 pub struct AccessRequest {
     pub username: String,
     pub password: Zeroizing<String>,
-    /// The end user's address, when the NAS reports one (Calling-Station-Id).
-    pub calling_station: Option<IpAddr>,
+    /// Who the NAS says is calling (Calling-Station-Id): an IP address for
+    /// a VPN, a MAC address for Wi-Fi or a switch port, a phone number for
+    /// dial-up. An opaque label, unless it parses as an IP address.
+    pub calling_station: Option<String>,
     /// The State of a challenge this request answers.
     pub state: Option<Vec<u8>>,
 }
@@ -154,11 +156,10 @@ impl App {
         Ok(Some(Nas { client, secret }))
     }
 
-    /// Decide one Access-Request from `nas` that came from `src`.
+    /// Decide one Access-Request from `nas`.
     pub async fn radius_access_request(
         &self,
         nas: &RadiusClientRecord,
-        src: IpAddr,
         req: AccessRequest,
     ) -> ServiceResult<AccessAnswer> {
         let AccessRequest {
@@ -167,12 +168,9 @@ impl App {
             calling_station,
             state,
         } = req;
-        // The end user's address when the NAS reports it (Calling-Station-Id
-        // of a VPN is the client IP); otherwise the NAS's own address.
-        let user_ip = calling_station.unwrap_or(canonical_ip(src));
         let ctx = SignInContext {
             application: Some(nas.name.clone()),
-            source_ip: Some(user_ip.to_string()),
+            source_ip: signin_source(calling_station.as_deref()),
             device_id: None,
             continues_to: None,
         };
@@ -268,6 +266,23 @@ impl App {
             }
         }
     }
+}
+
+/// The sign-in's source (its per-source throttle, its sign-in log entry and
+/// the address conditional access sees): what the NAS reports as the
+/// Calling-Station-Id, an IP address in canonical form or otherwise the
+/// label as sent. Never the NAS's own address: behind a VPN concentrator
+/// every user shares it, and one attacker's wrong passwords would lock the
+/// source for all of them. Without a Calling-Station-Id only the per-user
+/// lock applies, and conditional access sees an unknown (untrusted) place.
+fn signin_source(calling_station: Option<&str>) -> Option<String> {
+    let label = calling_station?.trim();
+    let source = match label.parse::<IpAddr>() {
+        Ok(ip) => canonical_ip(ip).to_string(),
+        // Bounded: the attribute may be up to 253 octets of anything.
+        Err(_) => label.chars().filter(|c| !c.is_control()).take(64).collect(),
+    };
+    (!source.is_empty()).then_some(source)
 }
 
 /// IPv4-mapped IPv6 addresses are their IPv4 address.

@@ -1,6 +1,7 @@
 //! Users and their directory attributes, and who may read or change a
 //! user's security info.
 
+use latchkey_core::model::DirectoryField;
 use latchkey_core::password::check_password_policy;
 use latchkey_core::{Role, UserState, Username, VerifyMethod};
 use latchkey_store::{AuditEntry, NewUser, UserRecord};
@@ -215,26 +216,22 @@ fn new_user(
     roles: Vec<String>,
 ) -> ServiceResult<NewUser> {
     let name = Username::parse(username)?;
-    let display_name = display_name.trim();
-    if display_name.is_empty() || display_name.chars().count() > 200 {
-        return Err(ServiceError::InvalidRequest(
-            "display_name must be 1-200 characters".into(),
-        ));
-    }
-    for g in &groups {
-        if g.is_empty() || g.len() > 100 || g.chars().any(char::is_control) {
-            return Err(ServiceError::InvalidRequest(
-                "group names must be 1-100 printable characters".into(),
-            ));
-        }
-    }
+    let display_name = DirectoryField::DisplayName.validate(display_name)?;
+    let department = department
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| DirectoryField::Department.validate(&d))
+        .transpose()?;
+    let groups = groups
+        .iter()
+        .map(|g| DirectoryField::Group.validate(g))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut parsed_roles = roles.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>()?;
     parsed_roles.sort();
     parsed_roles.dedup();
     Ok(NewUser {
         username: name.as_str().to_owned(),
-        display_name: display_name.to_owned(),
-        department: department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()),
+        display_name,
+        department,
         groups,
         roles: parsed_roles,
     })

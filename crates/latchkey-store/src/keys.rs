@@ -59,17 +59,19 @@ impl Keys {
     }
 
     /// `LATCHKEY_SECRET_KEY` if set, else `<data>/secret.key`, created (mode
-    /// 0600) on first use. Several nodes on one PostgreSQL must share the key.
+    /// 0600) on first use and refused if group or others may access it. Several nodes on one PostgreSQL must share the key.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, StoreError> {
         if let Ok(v) = std::env::var(SECRET_KEY_ENV) {
             return Self::from_hex(&v);
         }
         let path = data_dir.join("secret.key");
         match std::fs::read_to_string(&path) {
-            Ok(s) => Self::from_hex(&s),
+            Ok(s) => {
+                crate::private::check_key_file(&path)?;
+                Self::from_hex(&s)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| StoreError::Key(format!("{}: {e}", data_dir.display())))?;
+                crate::private::create_private_dir(data_dir)?;
                 let mut key = Zeroizing::new([0u8; 32]);
                 rand::rngs::OsRng.fill_bytes(key.as_mut());
                 let hex_key = Zeroizing::new(hex::encode(key.as_ref()));

@@ -17,6 +17,7 @@ mod methods;
 mod oidc;
 mod ops;
 mod policy;
+mod private;
 mod push;
 mod radius;
 mod recovery;
@@ -91,9 +92,11 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 impl Store {
     /// Open (creating if needed) the embedded SQLite database in `data_dir`.
+    /// The folder is kept 0700 and the database files 0600: they hold
+    /// password hashes, sealed secrets and the audit chain.
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Key(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join("latchkey.db");
+        private::prepare_sqlite(data_dir, &path)?;
         Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
     }
 

@@ -83,6 +83,8 @@ enum Cmd {
         stop_on_stdin_close: bool,
         #[command(flatten)]
         web: WebArgs,
+        #[command(flatten)]
+        limits: ConnArgs,
         /// Also serve RADIUS (UDP) on this address, e.g. 127.0.0.1:1812.
         #[arg(long, env = "LATCHKEY_RADIUS_LISTEN")]
         radius_listen: Option<String>,
@@ -162,6 +164,71 @@ struct WebArgs {
     /// A reverse proxy (address or CIDR) whose X-Forwarded-For/-Proto are believed; repeatable.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
     trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Connection caps and timeouts: one client must not exhaust the server.
+#[derive(Args, Clone)]
+struct ConnArgs {
+    /// Open connections at once, from everybody (lowered to fit the open-files limit).
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Open connections at once from one client address (IPv6: one /64); --trusted-proxy peers are exempt.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_address: u32,
+    /// Seconds a new connection has for its TLS handshake and request head (and HTTP/1.1 between requests).
+    #[arg(long, env = "LATCHKEY_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with nothing sent either way and no request in flight.
+    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    idle_timeout_secs: u64,
+}
+
+impl ConnArgs {
+    fn limits(&self) -> latchkey_http::ConnLimits {
+        latchkey_http::ConnLimits {
+            max_connections: self.max_connections as usize,
+            max_per_address: self.max_connections_per_address as usize,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
+}
+
+/// Raise the soft open-files limit to the hard one (every connection, and
+/// the database, needs a descriptor); returns the limit now in force.
+#[cfg(unix)]
+fn raise_open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        } else {
+            tracing::warn!(
+                soft = lim.rlim_cur,
+                hard = lim.rlim_max,
+                "could not raise the open-files limit to its hard limit"
+            );
+        }
+    }
+    #[allow(clippy::useless_conversion)] // rlim_t is u64 on most targets, not all
+    Some(u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX))
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() -> Option<u64> {
+    None
 }
 
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
@@ -333,6 +400,12 @@ impl DbArgs {
     async fn app(&self, config: Config) -> Result<Arc<App>> {
         let app = App::open(&self.data, self.database_url.as_deref(), config, Arc::new(SystemClock))
             .await
+            // The operator needs the detail an API client must not see
+            // (e.g. which key file has the wrong mode and how to fix it).
+            .map_err(|e| match e {
+                latchkey_service::ServiceError::Internal(detail) => anyhow::anyhow!(detail),
+                other => other.into(),
+            })
             .with_context(|| match &self.database_url {
                 Some(_) => "connecting to the database".to_owned(),
                 None => format!("opening {}", self.data.display()),
@@ -366,8 +439,20 @@ async fn run(cli: Cli) -> Result<()> {
             public_url,
             stop_on_stdin_close,
             web,
+            limits,
             radius_listen,
-        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close, web, radius_listen).await,
+        } => {
+            serve(
+                &cli.db,
+                &listen,
+                public_url,
+                stop_on_stdin_close,
+                web,
+                limits,
+                radius_listen,
+            )
+            .await
+        }
         Cmd::Helpdesk { cmd } => helpdesk::run(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Device { cmd } => helpdesk::run_device(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Oidc { cmd } => federation::oidc(&*cli.db.app(cli.db.config()).await?, cmd).await,
@@ -653,8 +738,20 @@ async fn serve(
     public_url: Option<String>,
     stop_on_stdin_close: bool,
     web: WebArgs,
+    conn: ConnArgs,
     radius_listen: Option<String>,
 ) -> Result<()> {
+    let mut limits = conn.limits();
+    if let Some(nofile) = raise_open_files_limit() {
+        if limits.fit_descriptors(nofile) {
+            tracing::warn!(
+                open_files_limit = nofile,
+                max_connections = limits.max_connections,
+                max_connections_per_address = limits.max_per_address,
+                "connection caps lowered to fit the open-files limit (raise it with ulimit -n or LimitNOFILE=)"
+            );
+        }
+    }
     // Load the certificate before binding, so a bad file fails fast and clearly.
     let tls = match (&web.tls_cert, &web.tls_key) {
         (Some(cert), Some(key)) => Some(latchkey_http::tls::load(cert, key).await?),
@@ -748,10 +845,8 @@ async fn serve(
         tracing::info!("shutting down");
     };
     match tls {
-        Some(tls) => {
-            latchkey_http::tls::serve_tls(app.clone(), web_config, listener.into_std()?, tls, shutdown).await?
-        }
-        None => latchkey_http::serve(app.clone(), web_config, listener, shutdown).await?,
+        Some(tls) => latchkey_http::tls::serve_tls(app.clone(), web_config, limits, listener, tls, shutdown).await?,
+        None => latchkey_http::serve_with(app.clone(), web_config, limits, listener, shutdown).await?,
     }
     if let Some(t) = radius_task {
         t.abort();
