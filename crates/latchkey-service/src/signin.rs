@@ -644,12 +644,16 @@ impl App {
             }
         }
 
-        // What the rest of the step needs, read before the transaction.
-        let (methods, evaluated) = match &user {
-            Some(u) => (
-                self.store.methods_for_user(&u.id).await?,
-                Some(self.evaluate_step(&c, u, &ctx).await?),
-            ),
+        // What the rest of the step needs, read before the transaction (which
+        // must not wait for another pooled connection while it holds one).
+        let (methods, prepared) = match &user {
+            Some(u) => {
+                let methods = self.store.methods_for_user(&u.id).await?;
+                let (risk, decision) = self.evaluate_step(&c, u, &ctx).await?;
+                let factors = self.second_factors_of(u, &methods).await?;
+                let nudges = self.registration_nudges_with(&c, u).await?;
+                (methods, Some((risk, decision, factors, nudges)))
+            }
             None => (vec![], None),
         };
         let pass = match (&user, method, &proof) {
@@ -714,15 +718,7 @@ impl App {
         }
 
         let user = user.expect("a verified step implies a user");
-        // A passkey named the user only now.
-        let (methods, (risk, decision)) = match evaluated {
-            Some(ev) => (methods, ev),
-            None => (
-                self.store.methods_for_user(&user.id).await?,
-                self.evaluate_step(&c, &user, &ctx).await?,
-            ),
-        };
-        let factors = self.second_factors_of(&user, &methods).await?;
+        let (risk, decision, factors, nudges) = prepared.expect("a verified step had its user");
         // Re-evaluated at every step, so a policy change applies to flows in progress.
         let next = match self.advance(&loaded.flow, &decision, method, &step_amr, &factors, now) {
             Ok(Advance::Next(next)) => next,
@@ -753,7 +749,7 @@ impl App {
             tx.commit_bookkeeping().await?;
             return Ok(outcome);
         };
-        outcome.registration_campaigns = self.registration_nudges_with(&c, &user).await?;
+        outcome.registration_campaigns = nudges;
         self.swap_flow(&mut tx, &loaded, None).await?;
         let (token, session) = self
             .open_session_in(&mut tx, &user, &next, acr, tap_used.as_ref(), &ctx, Some(&decision))
