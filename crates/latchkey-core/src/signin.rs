@@ -217,9 +217,93 @@ impl SignInFlow {
     }
 }
 
+/// Order second factors strongest first (WebAuthn, push, TOTP, phone codes,
+/// the rest), without duplicates, so clients can preselect the first.
+pub fn strongest_first(factors: &mut Vec<VerifyMethod>) {
+    let mut seen = vec![];
+    factors.retain(|v| {
+        let new = !seen.contains(v);
+        seen.push(*v);
+        new
+    });
+    factors.sort_by_key(|v| match v {
+        VerifyMethod::Webauthn => 0,
+        VerifyMethod::Push => 1,
+        VerifyMethod::Totp => 2,
+        VerifyMethod::Sms | VerifyMethod::Voice => 3,
+        _ => 4,
+    });
+}
+
+/// How long a session may last, from configuration and the sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// The longest any session lives.
+    pub absolute_secs: i64,
+    /// Unused for this long, a session ends.
+    pub idle_secs: i64,
+    /// Conditional access's sign-in frequency: sign in again after this.
+    pub sign_in_frequency_secs: Option<i64>,
+    /// The end of the Temporary Access Pass the session was opened with: a
+    /// TAP session exists to register methods and ends with the pass.
+    pub pass_expires_at: Option<i64>,
+}
+
+/// When a session opened at `now` ends: (absolute end, first idle end).
+pub fn session_deadlines(now: i64, l: &SessionLimits) -> (i64, i64) {
+    let mut expires_at = now + l.absolute_secs;
+    if let Some(f) = l.sign_in_frequency_secs {
+        expires_at = expires_at.min(now + f);
+    }
+    if let Some(t) = l.pass_expires_at {
+        expires_at = expires_at.min(t);
+    }
+    (expires_at, (now + l.idle_secs).min(expires_at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn factors_rank_strongest_first_without_duplicates() {
+        use VerifyMethod::*;
+        let mut f = vec![Sms, Totp, RecoveryCode, Webauthn, Totp, Push, Voice];
+        strongest_first(&mut f);
+        assert_eq!(f, vec![Webauthn, Push, Totp, Sms, Voice, RecoveryCode]);
+        let mut none: Vec<VerifyMethod> = vec![];
+        strongest_first(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn session_deadlines_take_the_earliest_limit() {
+        let base = SessionLimits {
+            absolute_secs: 8 * 3600,
+            idle_secs: 1800,
+            sign_in_frequency_secs: None,
+            pass_expires_at: None,
+        };
+        assert_eq!(session_deadlines(1000, &base), (1000 + 8 * 3600, 1000 + 1800));
+        // Sign-in frequency shortens the session, and idle never outlives it.
+        let f = SessionLimits {
+            sign_in_frequency_secs: Some(600),
+            ..base
+        };
+        assert_eq!(session_deadlines(1000, &f), (1600, 1600));
+        // A TAP session ends with its pass, whichever is earlier.
+        let t = SessionLimits {
+            pass_expires_at: Some(1300),
+            sign_in_frequency_secs: Some(3600),
+            ..base
+        };
+        assert_eq!(session_deadlines(1000, &t), (1300, 1300));
+        let late_pass = SessionLimits {
+            pass_expires_at: Some(1_000_000),
+            ..base
+        };
+        assert_eq!(session_deadlines(1000, &late_pass), (1000 + 8 * 3600, 2800));
+    }
     use VerifyMethod::*;
 
     #[test]

@@ -15,7 +15,8 @@
 //!                                                         locks again for twice as long
 //! ```
 //! The counter lives in the database so every node sees the same state; this
-//! module only decides.
+//! module alone decides the back-off schedule ([`LockPolicy::locked_until`]):
+//! the store counts and keeps the lock it is told.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,15 @@ impl LockPolicy {
         let doublings = (failures - self.threshold).min(30);
         let secs = self.base_secs.saturating_mul(1i64 << doublings).min(self.max_secs);
         Some(now + secs)
+    }
+}
+
+/// Whether the counters of one attempt's keys (user and source) let it be
+/// verified at `now`: `Err(seconds to wait)` for the longest lock in force.
+pub fn check_all(locks: impl IntoIterator<Item = Option<i64>>, now: i64) -> Result<(), i64> {
+    match locks.into_iter().flatten().filter(|until| *until > now).max() {
+        Some(until) => Err(until - now),
+        None => Ok(()),
     }
 }
 
@@ -93,6 +103,19 @@ mod tests {
         assert_eq!(p.locked_until(6, 0), Some(80));
         assert_eq!(p.locked_until(7, 0), Some(100));
         assert_eq!(p.locked_until(u32::MAX, 0), Some(100));
+    }
+
+    #[test]
+    fn the_longest_lock_in_force_decides() {
+        assert_eq!(check_all([None, None], 50), Ok(()));
+        assert_eq!(
+            check_all([Some(40), None], 50),
+            Ok(()),
+            "an expired lock allows one try"
+        );
+        assert_eq!(check_all([Some(60), Some(100)], 50), Err(50));
+        assert_eq!(check_all([Some(100), Some(50)], 50), Err(50));
+        assert_eq!(check_all(std::iter::empty(), 50), Ok(()));
     }
 
     #[test]

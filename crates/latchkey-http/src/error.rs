@@ -81,7 +81,9 @@ impl ApiError {
                 other => other.to_string(),
             },
             retry_after: match self {
-                ApiError::Service(ServiceError::TooManyAttempts { retry_after }) => Some(*retry_after),
+                ApiError::Service(
+                    ServiceError::TooManyAttempts { retry_after } | ServiceError::Busy { retry_after },
+                ) => Some(*retry_after),
                 _ => None,
             },
             request_id: match self {
@@ -119,6 +121,7 @@ pub fn classify(e: &ServiceError) -> (&'static str, StatusCode, &'static str) {
             CodeReplayed => ("code-replayed", StatusCode::UNAUTHORIZED, "Code already used"),
             InvalidPass => ("invalid-pass", StatusCode::UNAUTHORIZED, "Pass rejected"),
             TooManyAttempts { .. } => ("too-many-attempts", StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+            Busy { .. } => ("busy", StatusCode::SERVICE_UNAVAILABLE, "Busy"),
             FlowNotFound => ("flow-not-found", StatusCode::NOT_FOUND, "Sign-in not found"),
             InvalidState(_) => ("invalid-state", StatusCode::CONFLICT, "Not allowed in this state"),
             ReauthenticationRequired(_) => (
@@ -181,7 +184,9 @@ impl IntoResponse for ApiError {
         let (_, status, _) = self.slug_and_status();
         let problem = self.problem();
         let mut resp = problem_response(status, &problem);
-        if let ApiError::Service(ServiceError::TooManyAttempts { retry_after }) = self {
+        if let ApiError::Service(ServiceError::TooManyAttempts { retry_after } | ServiceError::Busy { retry_after }) =
+            self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
         }

@@ -14,6 +14,7 @@ use latchkey_core::{AuthStrength, Role, VerifyMethod};
 use latchkey_store::{ApiTokenRecord, Keys, MethodRecord, SessionRecord, Store, UserRecord};
 
 use crate::clock::Clock;
+// Transports still name it here (it moved to `crate::users`).
 use crate::error::{ServiceError, ServiceResult};
 pub use crate::users::UserChange;
 
@@ -57,6 +58,11 @@ pub struct Config {
     pub push: crate::push::PushConfig,
     /// SMS/voice codes: limits, gateway, privileged-user rule.
     pub sms: crate::sms::SmsConfig,
+    /// Passwords hashed or verified at once (0: one per core); Argon2 takes
+    /// its memory cost per hash.
+    pub password_slots: usize,
+    /// How long a sign-in waits for a free slot before it is told to retry.
+    pub password_slot_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -82,6 +88,8 @@ impl Default for Config {
             ops: Default::default(),
             push: Default::default(),
             sms: Default::default(),
+            password_slots: 0,
+            password_slot_wait_ms: 2000,
         }
     }
 }
@@ -234,6 +242,8 @@ pub struct App {
     pub(crate) policy_cache: crate::policy::PolicyCache,
     /// Detection engine wake-ups (crate::ops).
     pub(crate) ops: crate::ops::OpsState,
+    /// Bounded concurrent Argon2 (crate::signin).
+    pub(crate) password_slots: crate::signin::PasswordSlots,
 }
 
 pub(crate) fn user_key(username: &str) -> String {
@@ -249,11 +259,15 @@ impl App {
         Ok(Self {
             store,
             keys: Arc::new(keys),
-            config,
             clock,
             dummy_hash,
             policy_cache: Default::default(),
             ops: Default::default(),
+            password_slots: crate::signin::PasswordSlots::new(
+                config.password_slots,
+                std::time::Duration::from_millis(config.password_slot_wait_ms),
+            ),
+            config,
         })
     }
 
@@ -279,6 +293,12 @@ impl App {
     #[cfg(feature = "test-support")]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Hold every password slot, for tests of a server busy hashing.
+    #[cfg(feature = "test-support")]
+    pub async fn occupy_password_slots(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.password_slots.occupy().await
     }
 
     /// The sealing keys, for tests (see [`App::store`]).

@@ -73,6 +73,10 @@ pub enum ServiceError {
     /// The SMS/voice gateway refused or could not be reached.
     #[error("the message could not be sent: {0}")]
     GatewayFailed(String),
+    /// Too many passwords are being checked at once (Argon2 is bounded by
+    /// memory); nothing was counted or decided. Retry shortly.
+    #[error("the server is busy checking passwords; try again in {retry_after} seconds")]
+    Busy { retry_after: i64 },
     #[error("internal error")]
     Internal(String),
 }

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::app::{App, Principal, SignInContext};
 use crate::error::{ServiceError, ServiceResult};
+use crate::policy::CachedPolicies;
 
 /// Operations settings (serve flags).
 #[derive(Debug, Clone)]
@@ -53,11 +54,96 @@ impl Default for OpsConfig {
     }
 }
 
-/// Per-process engine state.
-#[derive(Debug, Default)]
+/// Per-process engine state: the queue from logged sign-ins to the
+/// detection task.
+#[derive(Debug)]
 pub struct OpsState {
-    /// Woken after each logged sign-in, so per-sign-in detections run promptly.
-    pub(crate) wake: tokio::sync::Notify,
+    queue: tokio::sync::mpsc::Sender<u64>,
+    /// Taken by the detection task when it starts; until then (tests, CLI
+    /// commands) nothing is queued: detections run when called, and the
+    /// durable cursor keeps their place either way.
+    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<u64>>>,
+    running: std::sync::atomic::AtomicBool,
+    /// Failed sign-ins queued so far (each queued with its number), and the
+    /// highest number the detection task has examined.
+    failures_queued: std::sync::atomic::AtomicU64,
+    failures_examined: tokio::sync::watch::Sender<u64>,
+}
+
+/// Logged sign-ins waiting for the detection task; a full queue makes the
+/// next sign-in wait (back-pressure) rather than drop anything.
+const QUEUE_CAPACITY: usize = 1024;
+/// The longest a sign-in's risk waits for detections over earlier failures.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Default for OpsState {
+    fn default() -> Self {
+        let (queue, receiver) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
+        Self {
+            queue,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+            running: Default::default(),
+            failures_queued: Default::default(),
+            failures_examined: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl OpsState {
+    /// Queue a logged sign-in for the detection task (a no-op while no task
+    /// runs). Waits while the queue is full.
+    async fn enqueue(&self, failure: bool) {
+        use std::sync::atomic::Ordering;
+        if !self.running.load(Ordering::Acquire) {
+            return;
+        }
+        // Numbered after the row committed, so examining number n means
+        // every failure numbered up to n was in the log.
+        let n = if failure {
+            self.failures_queued.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            0
+        };
+        if self.queue.send(n).await.is_err() {
+            tracing::warn!("the detection task has stopped; sign-ins are examined on the next sweep");
+        }
+    }
+
+    /// Wait (bounded) until the detection task has examined every failed
+    /// sign-in queued before now, so risk sees a spray that just happened.
+    /// Successes need no wait: their risk (place, travel) is computed live.
+    pub(crate) async fn caught_up(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.running.load(Ordering::Acquire) {
+            return;
+        }
+        let target = self.failures_queued.load(Ordering::Acquire);
+        let mut rx = self.failures_examined.subscribe();
+        if *rx.borrow() >= target {
+            return;
+        }
+        if tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|n| *n >= target))
+            .await
+            .is_err()
+        {
+            tracing::warn!("detections are behind; computing sign-in risk without the newest failures");
+        }
+    }
+
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {
+        let rx = self.receiver.lock().expect("ops queue lock").take();
+        if rx.is_some() {
+            self.running.store(true, std::sync::atomic::Ordering::Release);
+        }
+        rx
+    }
+}
+
+/// A sign-in row written inside a step's transaction, for after it commits.
+#[derive(Debug)]
+pub(crate) struct LoggedSignIn {
+    result: String,
+    methods: Vec<String>,
 }
 
 /// Cursor of the per-sign-in detections (last sign-in id examined).
@@ -180,8 +266,7 @@ impl App {
     /// The named location an address falls in, from the policy set.
     pub(crate) async fn named_location(&self, ip: Option<&str>) -> ServiceResult<Option<String>> {
         let Some(ip) = parse_ip(ip) else { return Ok(None) };
-        let c = self.policies_now().await?;
-        Ok(c.named_location_of(ip))
+        Ok(self.policies_now().await?.named_location_of(ip))
     }
 
     /// Log one sign-in attempt with everything the log keeps; `tried` are
@@ -194,31 +279,57 @@ impl App {
         tried: &[&str],
         decision: Option<&Decision>,
     ) -> ServiceResult<()> {
-        let location = self.named_location(e.source_ip.as_deref()).await?;
+        let c = self.policies_now().await?;
         let risk = match (&e.user_id, decision) {
             (Some(uid), Some(_)) => match self.store.user_by_id(uid).await? {
-                Some(u) => Some(risk_str(self.signin_risk(&u, ctx).await?.0).to_owned()),
+                Some(u) => Some(self.signin_risk_with(&c, &u, ctx).await?.0),
                 None => None,
             },
             _ => None,
         };
+        let mut tx = self.store.bookkeeping().await?;
+        let logged = self.log_signin_in(&mut tx, &c, e, ctx, tried, decision, risk).await?;
+        tx.commit_bookkeeping().await?;
+        self.signin_logged(logged).await;
+        Ok(())
+    }
+
+    /// Write a sign-in log row inside `tx`, with the risk the step computed.
+    /// Call [`App::signin_logged`] once `tx` committed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn log_signin_in(
+        &self,
+        tx: &mut latchkey_store::WriteTx,
+        c: &CachedPolicies,
+        e: SignInLogEntry,
+        ctx: &SignInContext,
+        tried: &[&str],
+        decision: Option<&Decision>,
+        risk: Option<RiskLevel>,
+    ) -> ServiceResult<LoggedSignIn> {
         let detail = SignInDetail {
-            location,
+            location: parse_ip(e.source_ip.as_deref()).and_then(|ip| c.named_location_of(ip)),
             device_id: ctx.device_id.clone(),
             methods_tried: tried.iter().map(|m| (*m).to_owned()).collect(),
-            risk,
+            risk: risk.map(|r| risk_str(r).to_owned()),
         };
-        let methods_for_metric = if e.methods.is_empty() {
-            &detail.methods_tried
-        } else {
-            &e.methods
-        };
-        crate::metrics::signin(&e.result, methods_for_metric);
-        self.store
-            .log_signin_detailed(&e, &detail, decision.map(crate::policy::decision_log).as_ref())
+        tx.log_signin_detailed(&e, &detail, decision.map(crate::policy::decision_log).as_ref())
             .await?;
-        self.ops.wake.notify_one();
-        Ok(())
+        let methods = if e.methods.is_empty() {
+            detail.methods_tried
+        } else {
+            e.methods
+        };
+        Ok(LoggedSignIn {
+            result: e.result,
+            methods,
+        })
+    }
+
+    /// After a logged sign-in committed: metrics, and the detection queue.
+    pub(crate) async fn signin_logged(&self, logged: LoggedSignIn) {
+        crate::metrics::signin(&logged.result, &logged.methods);
+        self.ops.enqueue(logged.result != "success").await;
     }
 
     /// `GET /signins`: newest first, filtered, paged by id.
@@ -342,36 +453,42 @@ impl App {
     /// unresolved alerts, plus whether this sign-in's place is new for the
     /// user or impossibly far from the last one.
     pub async fn signin_risk(&self, user: &UserRecord, ctx: &SignInContext) -> ServiceResult<(RiskLevel, RiskSignals)> {
+        let c = self.policies_now().await?;
+        self.signin_risk_with(&c, user, ctx).await
+    }
+
+    /// [`App::signin_risk`] under policies the caller already holds: one read.
+    pub(crate) async fn signin_risk_with(
+        &self,
+        c: &CachedPolicies,
+        user: &UserRecord,
+        ctx: &SignInContext,
+    ) -> ServiceResult<(RiskLevel, RiskSignals)> {
+        self.ops.caught_up().await;
         let t = &self.config.ops.thresholds;
         let now = self.now();
         let since = now - t.spray_window_secs.max(t.push_window_secs);
+        let ip = parse_ip(ctx.source_ip.as_deref());
         let mut targets = vec![format!("user:{}", user.username), "global".to_owned()];
-        if let Some(ip) = parse_ip(ctx.source_ip.as_deref()) {
+        if let Some(ip) = ip {
             targets.push(format!("ip:{ip}"));
         }
+        let (kinds, history) = self.store.risk_facts(&targets, since, &user.id, 200).await?;
         let mut signals = RiskSignals::default();
-        for target in &targets {
-            for a in self.store.unresolved_alerts_for(target, since).await? {
-                if let Ok(k) = serde_json::from_value::<DetectionKind>(json!(a.kind)) {
-                    signals.alert_kinds.push(k);
-                }
+        for k in kinds {
+            if let Ok(k) = serde_json::from_value::<DetectionKind>(json!(k)) {
+                signals.alert_kinds.push(k);
             }
         }
-        let history: Vec<SignInEvent> = self
-            .store
-            .user_success_history(&user.id, i64::MAX, 200)
-            .await?
-            .iter()
-            .map(event)
-            .collect();
+        let history: Vec<SignInEvent> = history.iter().map(event).collect();
         let current = SignInEvent {
             id: 0,
             at: now,
             user_id: Some(user.id.clone()),
             username: user.username.clone(),
             application: ctx.application.clone(),
-            source_ip: parse_ip(ctx.source_ip.as_deref()),
-            location: self.named_location(ctx.source_ip.as_deref()).await?,
+            source_ip: ip,
+            location: ip.and_then(|ip| c.named_location_of(ip)),
             success: true,
             reason: None,
             methods: vec![],
@@ -688,25 +805,45 @@ impl App {
 pub(crate) fn spawn_tasks(app: Arc<App>) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
     let a = app.clone();
+    let queue = app.ops.take_receiver();
     set.spawn(async move {
         let every = std::time::Duration::from_secs(a.config.ops.detection_interval_secs.max(1));
         let mut next_sweep = tokio::time::Instant::now();
+        let Some(mut queue) = queue else {
+            tracing::warn!("another detection task holds the sign-in queue");
+            return;
+        };
         loop {
-            // Whichever comes first: a new sign-in or the next sweep.
-            let woke = tokio::time::timeout_at(next_sweep, a.ops.wake.notified()).await.is_ok();
-            let r = if woke {
-                a.run_signin_detections().await
-            } else {
-                next_sweep = tokio::time::Instant::now() + every;
-                a.run_detections().await
+            // Whichever comes first: logged sign-ins or the next sweep.
+            let first = tokio::select! {
+                n = queue.recv() => match n {
+                    Some(n) => Some(n),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_sweep) => None,
+            };
+            let r = match first {
+                Some(n) => {
+                    // Everything queued meanwhile is examined together.
+                    let mut highest = n;
+                    while let Ok(n) = queue.try_recv() {
+                        highest = highest.max(n);
+                    }
+                    let r = a.run_signin_detections().await;
+                    a.ops.failures_examined.send_if_modified(|seen| {
+                        let moved = highest > *seen;
+                        *seen = (*seen).max(highest);
+                        moved
+                    });
+                    r
+                }
+                None => {
+                    next_sweep = tokio::time::Instant::now() + every;
+                    a.run_detections().await
+                }
             };
             if let Err(e) = r {
                 tracing::warn!(error = %e, "detections failed");
-            }
-            if woke {
-                // Under load, sign-ins arriving meanwhile are examined together
-                // (the wake-up coalesces) at most a few times a second.
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
         }
     });

@@ -324,11 +324,36 @@ impl App {
         action: Option<UserAction>,
     ) -> ServiceResult<Decision> {
         let c = self.policies_now().await?;
+        // Sign-in risk from detections about this user and source (issue 8).
+        let risk = self.signin_risk_with(&c, user, ctx).await?.0;
+        self.decide_with(&c, user, ctx, action, risk).await
+    }
+
+    /// One sign-in step's risk and decision, under the policies the step
+    /// read once: the risk is computed once and shared by the decision and
+    /// the sign-in log.
+    pub(crate) async fn evaluate_step(
+        &self,
+        c: &CachedPolicies,
+        user: &UserRecord,
+        ctx: &SignInContext,
+    ) -> ServiceResult<(RiskLevel, Decision)> {
+        let risk = self.signin_risk_with(c, user, ctx).await?.0;
+        Ok((risk, self.decide_with(c, user, ctx, None, risk).await?))
+    }
+
+    async fn decide_with(
+        &self,
+        c: &CachedPolicies,
+        user: &UserRecord,
+        ctx: &SignInContext,
+        action: Option<UserAction>,
+        risk: RiskLevel,
+    ) -> ServiceResult<Decision> {
         let p = profile(user, c.break_glass.contains(&user.id));
         let mut actx = self.access_context(ctx);
         actx.action = action;
-        // Sign-in risk from detections about this user and source (issue 8).
-        actx.risk = self.signin_risk(user, ctx).await?.0;
+        actx.risk = risk;
         if let Some(id) = &ctx.device_id {
             if let Some(posture) = self.device_posture(user, id).await? {
                 actx.device = Some(posture);
@@ -371,63 +396,17 @@ impl App {
         .await
     }
 
-    /// Evaluate after the first factor (so policy never leaks to someone
-    /// who only knows a username) and refuse a blocked sign-in.
-    pub(crate) async fn enforce_access(&self, user: &UserRecord, ctx: &SignInContext) -> ServiceResult<Decision> {
-        let d = self.access_decision(user, ctx).await?;
-        if d.is_blocked() {
-            self.log_policy_failure(user, ctx, "access_blocked", &d).await?;
-            return Err(ServiceError::AccessBlocked(format!(
-                "access blocked by conditional access: {}",
-                d.block_reason().unwrap_or_default()
-            )));
-        }
-        Ok(d)
-    }
-
-    /// A flow that can no longer complete with the user's methods ends with
-    /// a clear problem instead of a dead-end state.
-    pub(crate) async fn check_step_up(
+    /// Every break-glass sign-in is recorded, audited and raises an alert,
+    /// in the sign-in step's transaction.
+    pub(crate) async fn record_break_glass_use_in(
         &self,
+        tx: &mut latchkey_store::WriteTx,
         user: &UserRecord,
-        flow: &SignInFlow,
-        factors: &[VerifyMethod],
-        d: &Decision,
         ctx: &SignInContext,
     ) -> ServiceResult<()> {
-        let stuck = match &flow.state {
-            SignInState::SecondFactorRequired { allowed } => allowed.is_empty(),
-            SignInState::RegistrationRequired => !factors.is_empty() && !d.required_strengths.is_empty(),
-            _ => false,
-        };
-        if !stuck {
-            return Ok(());
-        }
-        self.log_policy_failure(user, ctx, "strength_required", d).await?;
-        let by: Vec<String> = d
-            .applied
-            .iter()
-            .filter(|r| {
-                r.grant
-                    .iter()
-                    .any(|g| matches!(g, latchkey_core::policy::GrantControl::RequireStrength(_)))
-            })
-            .map(|r| format!("'{}'", r.policy_name))
-            .collect();
-        Err(ServiceError::AuthenticationStrengthRequired(format!(
-            "policy {} requires {}; none of your registered methods ({}) satisfies it. Register a method that does (a Temporary Access Pass from the helpdesk lets you in to register it)",
-            by.join(", "),
-            d.required_strengths.join(" and "),
-            factors.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
-        )))
-    }
-
-    /// Every break-glass sign-in is recorded, audited and raises an alert.
-    pub(crate) async fn record_break_glass_use(&self, user: &UserRecord, ctx: &SignInContext) -> ServiceResult<()> {
         let now = self.now();
         let details = json!({ "application": ctx.application, "source_ip": ctx.source_ip });
         let target = format!("user:{}", user.username);
-        let mut tx = self.store.write().await?;
         tx.record_break_glass_signin(&user.id, "use", None, "system", now)
             .await?;
         tx.insert_alert("break_glass.signin", "high", &target, &details, now)
@@ -437,8 +416,6 @@ impl App {
             self.clock.now_ms(),
         )
         .await?;
-        tx.commit().await?;
-        tracing::warn!(user = %user.username, "break-glass account signed in");
         Ok(())
     }
 
@@ -480,6 +457,14 @@ impl App {
     /// with their deadline; see [`rollout::nudges`]).
     pub async fn registration_nudges(&self, user: &UserRecord) -> ServiceResult<Vec<RegistrationNudge>> {
         let c = self.policies_now().await?;
+        self.registration_nudges_with(&c, user).await
+    }
+
+    pub(crate) async fn registration_nudges_with(
+        &self,
+        c: &CachedPolicies,
+        user: &UserRecord,
+    ) -> ServiceResult<Vec<RegistrationNudge>> {
         // The common case costs nothing on the sign-in path: no wave is nudging.
         if !c.phases.iter().any(|p| matches!(p, CampaignPhase::Nudge { .. })) {
             return Ok(vec![]);
@@ -1128,6 +1113,35 @@ impl App {
 
 /// Recorded step names (sessions, the sign-in log) as sign-in steps; names
 /// this version does not know are left out.
+/// A flow that can no longer complete with the user's methods ends with a
+/// clear problem instead of a dead-end state.
+pub(crate) fn step_up_problem(flow: &SignInFlow, factors: &[VerifyMethod], d: &Decision) -> Option<ServiceError> {
+    let stuck = match &flow.state {
+        SignInState::SecondFactorRequired { allowed } => allowed.is_empty(),
+        SignInState::RegistrationRequired => !factors.is_empty() && !d.required_strengths.is_empty(),
+        _ => false,
+    };
+    if !stuck {
+        return None;
+    }
+    let by: Vec<String> = d
+        .applied
+        .iter()
+        .filter(|r| {
+            r.grant
+                .iter()
+                .any(|g| matches!(g, latchkey_core::policy::GrantControl::RequireStrength(_)))
+        })
+        .map(|r| format!("'{}'", r.policy_name))
+        .collect();
+    Some(ServiceError::AuthenticationStrengthRequired(format!(
+        "policy {} requires {}; none of your registered methods ({}) satisfies it. Register a method that does (a Temporary Access Pass from the helpdesk lets you in to register it)",
+        by.join(", "),
+        d.required_strengths.join(" and "),
+        factors.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
 pub(crate) fn steps(names: &[String]) -> Vec<VerifyMethod> {
     names
         .iter()

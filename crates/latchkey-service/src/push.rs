@@ -16,7 +16,7 @@ use rand::RngCore;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::{clean_label, App, Principal, SignInContext, FLOW_PREFIX};
+use crate::app::{clean_label, App, Principal, SignInContext};
 use crate::error::{ServiceError, ServiceResult};
 
 pub const ENROLLMENT_PREFIX: &str = "lk_pe_";
@@ -453,43 +453,18 @@ impl App {
         &self,
         flow_id: &str,
         method: VerifyMethod,
-    ) -> ServiceResult<(String, latchkey_store::FlowRecord, UserRecord)> {
-        let now = self.now();
-        if !flow_id.starts_with(FLOW_PREFIX) || flow_id.len() > 128 {
-            return Err(ServiceError::FlowNotFound);
-        }
-        let flow_hash = self.hash_flow(flow_id);
-        let rec = self
-            .store
-            .flow(&flow_hash, now)
-            .await?
-            .ok_or(ServiceError::FlowNotFound)?;
-        let flow: latchkey_core::signin::SignInFlow =
-            serde_json::from_str(&rec.flow_json).map_err(|e| ServiceError::Internal(format!("stored flow: {e}")))?;
-        flow.check_allowed(method, now)?;
-        let user = match &rec.user_id {
-            Some(id) => self.store.user_by_id(id).await?,
-            None => None,
-        }
-        .ok_or(ServiceError::FlowNotFound)?;
-        Ok((flow_hash, rec, user))
+    ) -> ServiceResult<(crate::signin::LoadedFlow, UserRecord)> {
+        let loaded = self.load_flow(flow_id).await?;
+        loaded.flow.check_allowed(method, self.now())?;
+        let user = loaded.user.clone().ok_or(ServiceError::FlowNotFound)?;
+        Ok((loaded, user))
     }
 
     /// `POST /signin/{flow}/push`: send a prompt; the screen shows the number.
     pub async fn signin_push_start(&self, flow_id: &str, ctx: &SignInContext) -> ServiceResult<PushStart> {
-        let (flow_hash, _, user) = self.flow_awaiting(flow_id, VerifyMethod::Push).await?;
-        let rec = self
-            .store
-            .flow(&flow_hash, self.now())
-            .await?
-            .ok_or(ServiceError::FlowNotFound)?;
-        let ctx = SignInContext {
-            application: rec.application.clone(),
-            source_ip: ctx.source_ip.clone().or(rec.source_ip.clone()),
-            device_id: ctx.device_id.clone(),
-            continues_to: ctx.continues_to.clone(),
-        };
-        let p = self.create_push_prompt(&user, &flow_hash, &ctx).await?;
+        let (loaded, user) = self.flow_awaiting(flow_id, VerifyMethod::Push).await?;
+        let ctx = loaded.context(ctx);
+        let p = self.create_push_prompt(&user, &loaded.key, &ctx).await?;
         Ok(PushStart {
             prompt_id: p.id,
             number: p.number as u8,
@@ -500,11 +475,11 @@ impl App {
 
     /// `GET /signin/{flow}/push`: the prompt's state, for the waiting screen.
     pub async fn signin_push_status(&self, flow_id: &str) -> ServiceResult<PushStart> {
-        let (flow_hash, _, user) = self.flow_awaiting(flow_id, VerifyMethod::Push).await?;
+        let (loaded, user) = self.flow_awaiting(flow_id, VerifyMethod::Push).await?;
         let now = self.now();
         let mut p = self
             .store
-            .push_prompt_for_flow(&flow_hash)
+            .push_prompt_for_flow(&loaded.key)
             .await?
             .ok_or_else(|| ServiceError::NotFound("push prompt for this sign-in".into()))?;
         if status_of(&p)?.at(p.expires_at, now) != status_of(&p)? {

@@ -432,7 +432,7 @@ impl App {
     /// `POST /signin/{flow}/phone-code`: text or call the user's phone.
     pub async fn signin_phone_send(&self, flow_id: &str, method: VerifyMethod) -> ServiceResult<PhoneCodeSent> {
         let kind = phone_kind(method)?;
-        let (flow_hash, _, user) = self.flow_awaiting(flow_id, method).await?;
+        let (loaded, user) = self.flow_awaiting(flow_id, method).await?;
         let mut allowed = vec![method];
         self.drop_forbidden_phone_methods(&user, &mut allowed);
         if allowed.is_empty() {
@@ -446,7 +446,7 @@ impl App {
             .into_iter()
             .find(|m| m.kind == kind)
             .ok_or_else(|| ServiceError::NotFound(format!("{} phone", kind.as_str())))?;
-        self.send_phone_code(&user, &m, &flow_hash).await
+        self.send_phone_code(&user, &m, &loaded.key).await
     }
 
     /// Register a phone for SMS or voice codes; it stays pending until the

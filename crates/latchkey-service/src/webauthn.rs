@@ -32,7 +32,7 @@ use webauthn_rs::prelude::{
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 use webauthn_rs_core::proto::{AuthenticatorSelectionCriteria, Registration, ResidentKeyRequirement};
 
-use crate::app::{App, FlowView, Principal, SignInContext, FLOW_PREFIX};
+use crate::app::{App, FlowView, Principal, SignInContext};
 use crate::error::{ServiceError, ServiceResult};
 
 pub const CEREMONY_PREFIX: &str = "lk_wc_";
@@ -517,26 +517,15 @@ impl App {
     /// reveals nothing about the account.
     pub async fn webauthn_challenge(&self, flow_id: &str) -> ServiceResult<RequestChallengeResponse> {
         let now = self.now();
-        if !flow_id.starts_with(FLOW_PREFIX) || flow_id.len() > 128 {
-            return Err(ServiceError::FlowNotFound);
-        }
-        let rec = self
-            .store
-            .flow(&self.hash_flow(flow_id), now)
-            .await?
-            .ok_or(ServiceError::FlowNotFound)?;
-        let flow: SignInFlow = stored(&rec.flow_json, "flow")?;
+        let loaded = self.load_flow(flow_id).await?;
+        let (rec, flow) = (&loaded.rec, &loaded.flow);
         flow.check_allowed(latchkey_core::VerifyMethod::Webauthn, now)?;
         let webauthn = self.webauthn()?;
         let passwordless = flow.methods.is_empty();
         let (options, state) = if passwordless {
             discoverable_challenge(&webauthn)?
         } else {
-            let user = match &rec.user_id {
-                Some(id) => self.store.user_by_id(id).await?,
-                None => None,
-            }
-            .ok_or(ServiceError::FlowNotFound)?;
+            let user = loaded.user.as_ref().ok_or(ServiceError::FlowNotFound)?;
             let keys: Vec<SecurityKey> = self
                 .store
                 .webauthn_credentials(&user.id)
@@ -575,29 +564,14 @@ impl App {
     pub async fn passkey_signin_start(&self, ctx: &SignInContext) -> ServiceResult<AssertionStart> {
         let now = self.now();
         let flow = SignInFlow::start(now, latchkey_core::AuthStrength::Mfa);
-        let flow_json = serde_json::to_string(&flow).expect("flow serialises");
-        let flow_id = random_token(&mut OsRng, FLOW_PREFIX);
-        self.store
-            .insert_flow(
-                &self.hash_flow(&flow_id),
-                &FlowRecord {
-                    user_id: None,
-                    username: String::new(),
-                    flow_json,
-                    application: ctx.application.clone(),
-                    source_ip: ctx.source_ip.clone(),
-                    expires_at: flow.expires_at,
-                },
-                now,
-            )
-            .await?;
-        let options = self.webauthn_challenge(&flow_id).await?;
+        let mut tx = self.store.bookkeeping().await?;
+        let view = self.insert_flow(&mut tx, &flow, "", None, ctx).await?;
+        tx.commit_bookkeeping().await?;
+        let options = self.webauthn_challenge(&view.flow_id).await?;
         Ok(AssertionStart {
             flow: FlowView {
-                flow_id,
-                state: flow.state.name().to_owned(),
                 allowed_methods: vec![latchkey_core::VerifyMethod::Webauthn],
-                expires_at: flow.expires_at,
+                ..view
             },
             options,
         })

@@ -50,14 +50,11 @@ pub(crate) fn record_from_row(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
 }
 
 impl WriteTx {
-    /// Append to the chain inside this transaction. The head row was locked
-    /// by [`Store::write`], so the sequence cannot fork.
+    /// Append to the chain inside this transaction. The head row is locked
+    /// (by [`Store::write`], or here on the first event), so the sequence
+    /// cannot fork.
     pub async fn audit(&mut self, entry: &AuditEntry, at_ms: i64) -> Result<i64> {
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(self.conn())
-            .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let hash: String = head.try_get("hash")?;
+        let (seq, hash) = self.audit_head().await?;
         let details = serde_json::to_string(&entry.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let prev = if seq == 0 { None } else { Some((seq, hash.as_str())) };
         let rec = next_record(prev, at_ms, &entry.actor, &entry.action, &entry.target, &details);
@@ -74,12 +71,8 @@ impl WriteTx {
         .bind(&rec.hash)
         .execute(self.conn())
         .await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(rec.seq)
-            .bind(&rec.hash)
-            .execute(self.conn())
-            .await?;
-        self.appended = true;
+        // The head row itself is written once, when the transaction commits.
+        self.move_audit_head(rec.seq, rec.hash);
         Ok(rec.seq)
     }
 }

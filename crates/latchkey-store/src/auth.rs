@@ -77,57 +77,173 @@ pub struct ThrottleOutcome {
     pub locked_until: Option<i64>,
 }
 
+/// One throttle counter as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleRow {
+    pub key: String,
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+}
+
+fn throttle_from_row(r: &sqlx::any::AnyRow) -> Result<ThrottleRow> {
+    Ok(ThrottleRow {
+        key: r.try_get("key")?,
+        failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+        locked_until: r.try_get("locked_until")?,
+    })
+}
+
+/// `$from, $from+1, ...` for an `IN (...)` list of `n` values.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+// The flow and throttle statements, shared by the pool (`Store`) and a
+// transaction (`WriteTx`).
+
+async fn insert_flow_in<'e>(
+    e: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id_hash: &str,
+    f: &FlowRecord,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO signin_flows (id_hash, user_id, username, flow_json, application, source_ip, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id_hash)
+    .bind(f.user_id.clone())
+    .bind(&f.username)
+    .bind(&f.flow_json)
+    .bind(f.application.clone())
+    .bind(f.source_ip.clone())
+    .bind(now)
+    .bind(f.expires_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Compare-and-swap of a flow's state: succeeds only if nobody else moved it
+/// since `expected` was read. `next` = `None` deletes the flow (it completed).
+async fn swap_flow_in<'e>(
+    e: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id_hash: &str,
+    expected: &str,
+    next: Option<&str>,
+) -> Result<bool> {
+    let done = match next {
+        Some(next) => {
+            sqlx::query("UPDATE signin_flows SET flow_json = $1 WHERE id_hash = $2 AND flow_json = $3")
+                .bind(next)
+                .bind(id_hash)
+                .bind(expected)
+                .execute(e)
+                .await?
+        }
+        None => {
+            sqlx::query("DELETE FROM signin_flows WHERE id_hash = $1 AND flow_json = $2")
+                .bind(id_hash)
+                .bind(expected)
+                .execute(e)
+                .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
+}
+
+/// Count one failure; returns the failures now counted.
+async fn count_failure_in<'e>(e: impl sqlx::Executor<'e, Database = sqlx::Any>, key: &str, now: i64) -> Result<u32> {
+    let row = sqlx::query(
+        "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2)
+         ON CONFLICT (key) DO UPDATE SET failures = throttle.failures + 1, updated_at = $2
+         RETURNING failures",
+    )
+    .bind(key)
+    .bind(now)
+    .fetch_one(e)
+    .await?;
+    Ok(row.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32)
+}
+
+/// Set a lock decided by the caller; only ever extends one, so a node with
+/// a lagging clock cannot shorten it.
+async fn extend_lock_in<'e>(e: impl sqlx::Executor<'e, Database = sqlx::Any>, key: &str, until: i64) -> Result<()> {
+    sqlx::query("UPDATE throttle SET locked_until = $1 WHERE key = $2 AND (locked_until IS NULL OR locked_until < $1)")
+        .bind(until)
+        .bind(key)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+async fn clear_throttle_in<'e>(e: impl sqlx::Executor<'e, Database = sqlx::Any>, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM throttle WHERE key = $1")
+        .bind(key)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+fn flow_from_row(r: &sqlx::any::AnyRow) -> Result<FlowRecord> {
+    Ok(FlowRecord {
+        user_id: r.try_get("flow_user_id")?,
+        username: r.try_get("flow_username")?,
+        flow_json: r.try_get("flow_json")?,
+        application: r.try_get("flow_application")?,
+        source_ip: r.try_get("flow_source_ip")?,
+        expires_at: r.try_get("flow_expires_at")?,
+    })
+}
+
+const FLOW_COLUMNS: &str = "f.user_id AS flow_user_id, f.username AS flow_username, f.flow_json, \
+     f.application AS flow_application, f.source_ip AS flow_source_ip, f.expires_at AS flow_expires_at";
+
 impl Store {
     // ---- sign-in flows -------------------------------------------------
 
     pub async fn insert_flow(&self, id_hash: &str, f: &FlowRecord, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO signin_flows (id_hash, user_id, username, flow_json, application, source_ip, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id_hash)
-        .bind(f.user_id.clone())
-        .bind(&f.username)
-        .bind(&f.flow_json)
-        .bind(f.application.clone())
-        .bind(f.source_ip.clone())
-        .bind(now)
-        .bind(f.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_flow_in(&self.pool, id_hash, f, now).await
     }
 
     pub async fn flow(&self, id_hash: &str, now: i64) -> Result<Option<FlowRecord>> {
-        let row = sqlx::query("SELECT * FROM signin_flows WHERE id_hash = $1 AND expires_at > $2")
-            .bind(id_hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(FlowRecord {
-                user_id: r.try_get("user_id")?,
-                username: r.try_get("username")?,
-                flow_json: r.try_get("flow_json")?,
-                application: r.try_get("application")?,
-                source_ip: r.try_get("source_ip")?,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(&format!(
+            "SELECT {FLOW_COLUMNS} FROM signin_flows f WHERE f.id_hash = $1 AND f.expires_at > $2"
+        ))
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(flow_from_row).transpose()
+    }
+
+    /// A flow that has not expired, with its user if it names one (and the
+    /// user still exists): one read for what every sign-in step starts from.
+    pub async fn flow_with_user(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<(FlowRecord, Option<crate::UserRecord>)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FLOW_COLUMNS}, u.* FROM signin_flows f LEFT JOIN users u ON u.id = f.user_id
+             WHERE f.id_hash = $1 AND f.expires_at > $2"
+        ))
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let user = match r.try_get::<Option<String>, _>("id")? {
+            Some(_) => Some(crate::users::user_from_row(&r)?),
+            None => None,
+        };
+        Ok(Some((flow_from_row(&r)?, user)))
     }
 
     /// Compare-and-swap the flow's state: succeeds only if nobody else moved
     /// it since `expected` was read, so one flow cannot complete twice.
     pub async fn update_flow(&self, id_hash: &str, expected: &str, next: &str) -> Result<bool> {
-        let n = sqlx::query("UPDATE signin_flows SET flow_json = $1 WHERE id_hash = $2 AND flow_json = $3")
-            .bind(next)
-            .bind(id_hash)
-            .bind(expected)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n == 1)
+        swap_flow_in(&self.pool, id_hash, expected, Some(next)).await
     }
 
     pub async fn delete_flow(&self, id_hash: &str) -> Result<()> {
@@ -152,6 +268,9 @@ impl Store {
     }
 
     // ---- throttling ----------------------------------------------------
+    //
+    // The store counts and keeps what `latchkey_core::softlock` decides; the
+    // back-off schedule lives only there.
 
     pub async fn throttle_state(&self, key: &str) -> Result<LockState> {
         let row = sqlx::query("SELECT failures, locked_until FROM throttle WHERE key = $1")
@@ -167,112 +286,19 @@ impl Store {
         })
     }
 
-    /// Count an attempt *before* verifying it, and refuse it if the key is
-    /// locked. Check, count and lock are one atomic statement (a row lock on
-    /// PostgreSQL, the write lock on SQLite), so parallel guesses cannot all
-    /// slip in before the lock is set. A right answer is refunded with
-    /// [`Store::refund_attempt`]. `Err(seconds to wait)` when locked.
-    pub async fn begin_attempt(
-        &self,
-        key: &str,
-        policy: &LockPolicy,
-        now: i64,
-    ) -> Result<Result<ThrottleOutcome, i64>> {
-        // The next lock: base on the first, then double, capped.
-        let next_lock = "(CASE WHEN lock_secs = 0 THEN $4 WHEN lock_secs * 2 > $5 THEN $5 ELSE lock_secs * 2 END)";
-        let sql = format!(
-            "UPDATE throttle SET failures = failures + 1, updated_at = $2,
-                 lock_secs = CASE WHEN failures + 1 >= $3 THEN {next_lock} ELSE lock_secs END,
-                 locked_until = CASE WHEN failures + 1 >= $3 THEN $2 + {next_lock} ELSE locked_until END
-             WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)
-             RETURNING failures, locked_until"
-        );
-        // A concurrent success may delete the row between our statements;
-        // then simply start over.
-        for _ in 0..5 {
-            sqlx::query(
-                "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES ($1, 0, NULL, $2) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-            let row = sqlx::query(&sql)
-                .bind(key)
-                .bind(now)
-                .bind(policy.threshold as i64)
-                .bind(policy.base_secs)
-                .bind(policy.max_secs)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(r) = row {
-                return Ok(Ok(ThrottleOutcome {
-                    failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
-                    locked_until: r.try_get("locked_until")?,
-                }));
-            }
-            let locked: Option<Option<i64>> = sqlx::query("SELECT locked_until FROM throttle WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| r.try_get("locked_until"))
-                .transpose()?;
-            if let Some(Some(until)) = locked {
-                if until > now {
-                    return Ok(Err(until - now));
-                }
-            }
-        }
-        Err(StoreError::Conflict(
-            "the attempt counter kept changing; try again".into(),
-        ))
-    }
-
-    /// Give back an attempt that turned out right: it was not a failure, and
-    /// the lock it may have set must not stop the user's next step. The lock
-    /// length is kept, so the next lock is still longer.
-    pub async fn refund_attempt(&self, key: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, locked_until = NULL WHERE key = $1",
-        )
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Count one failure without gating (for callers that verified first).
+    /// Count one failure without gating (for callers that verified first),
+    /// and keep the lock `policy` sets after that many failures.
     pub async fn record_failure(&self, key: &str, policy: &LockPolicy, now: i64) -> Result<ThrottleOutcome> {
-        let row = sqlx::query(
-            "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2)
-             ON CONFLICT (key) DO UPDATE SET failures = throttle.failures + 1, updated_at = $2
-             RETURNING failures",
-        )
-        .bind(key)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let failures = row.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32;
+        let failures = count_failure_in(&self.pool, key, now).await?;
         let locked_until = policy.locked_until(failures, now);
         if let Some(until) = locked_until {
-            // Only ever extend a lock: a slower node must not shorten it.
-            sqlx::query(
-                "UPDATE throttle SET locked_until = $1 WHERE key = $2 AND (locked_until IS NULL OR locked_until < $1)",
-            )
-            .bind(until)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+            extend_lock_in(&self.pool, key, until).await?;
         }
         Ok(ThrottleOutcome { failures, locked_until })
     }
 
     pub async fn clear_throttle(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM throttle WHERE key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        clear_throttle_in(&self.pool, key).await
     }
 
     // ---- sessions ------------------------------------------------------
@@ -398,6 +424,118 @@ impl Store {
 }
 
 impl WriteTx {
+    // ---- a sign-in step's writes ---------------------------------------
+
+    pub async fn insert_flow(&mut self, id_hash: &str, f: &FlowRecord, now: i64) -> Result<()> {
+        insert_flow_in(self.conn(), id_hash, f, now).await
+    }
+
+    /// Compare-and-swap of the flow (see [`Store::update_flow`]); `next` =
+    /// `None` deletes it, for a flow that completed.
+    pub async fn swap_flow(&mut self, id_hash: &str, expected: &str, next: Option<&str>) -> Result<bool> {
+        swap_flow_in(self.conn(), id_hash, expected, next).await
+    }
+
+    /// The counters of `keys` that exist.
+    pub async fn throttle(&mut self, keys: &[String]) -> Result<Vec<ThrottleRow>> {
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "SELECT key, failures, locked_until FROM throttle WHERE key IN ({})",
+            placeholders(1, keys.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for k in keys {
+            q = q.bind(k);
+        }
+        q.fetch_all(self.conn()).await?.iter().map(throttle_from_row).collect()
+    }
+
+    /// Count an attempt against every key *before* verifying it, unless the
+    /// key is locked at `now`: one statement, so parallel guesses each see
+    /// the others' counts. Returns the keys counted with their new counts;
+    /// a key missing from the answer is locked (roll back, nothing counted).
+    pub async fn count_attempts(&mut self, keys: &[String], now: i64) -> Result<Vec<ThrottleRow>> {
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let values = (0..keys.len())
+            .map(|i| format!("(${}, 1, NULL, $1)", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO throttle (key, failures, locked_until, updated_at) VALUES {values}
+             ON CONFLICT (key) DO UPDATE SET failures = throttle.failures + 1, updated_at = $1
+             WHERE throttle.locked_until IS NULL OR throttle.locked_until <= $1
+             RETURNING key, failures, locked_until"
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for k in keys {
+            q = q.bind(k);
+        }
+        q.fetch_all(self.conn()).await?.iter().map(throttle_from_row).collect()
+    }
+
+    /// Count one failure after verifying (the step transaction holds the
+    /// audit-head lock, so nothing slipped in between). Returns the count.
+    pub async fn count_failure(&mut self, key: &str, now: i64) -> Result<u32> {
+        count_failure_in(self.conn(), key, now).await
+    }
+
+    /// Keep a lock the caller decided (see [`Store::record_failure`]).
+    pub async fn extend_lock(&mut self, key: &str, until: i64) -> Result<()> {
+        extend_lock_in(self.conn(), key, until).await
+    }
+
+    /// Give back attempts counted by [`WriteTx::count_attempts`] that turned
+    /// out right: not failures, and a lock they set must not stop the next
+    /// step. A counter back at zero is removed (as if never touched).
+    pub async fn refund_attempts(&mut self, counted: &[ThrottleRow]) -> Result<()> {
+        let firsts: Vec<&str> = counted
+            .iter()
+            .filter(|r| r.failures <= 1)
+            .map(|r| r.key.as_str())
+            .collect();
+        let mut deleted: Vec<String> = vec![];
+        if !firsts.is_empty() {
+            // Only if no other attempt was counted meanwhile.
+            let sql = format!(
+                "DELETE FROM throttle WHERE failures <= 1 AND key IN ({}) RETURNING key",
+                placeholders(1, firsts.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for k in &firsts {
+                q = q.bind(*k);
+            }
+            for r in q.fetch_all(self.conn()).await? {
+                deleted.push(r.try_get("key")?);
+            }
+        }
+        let rest: Vec<&str> = counted
+            .iter()
+            .map(|r| r.key.as_str())
+            .filter(|k| !deleted.iter().any(|d| d == k))
+            .collect();
+        if !rest.is_empty() {
+            let sql = format!(
+                "UPDATE throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, locked_until = NULL
+                 WHERE key IN ({})",
+                placeholders(1, rest.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for k in &rest {
+                q = q.bind(*k);
+            }
+            q.execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn clear_throttle(&mut self, key: &str) -> Result<()> {
+        clear_throttle_in(self.conn(), key).await
+    }
+
     pub async fn insert_session(
         &mut self,
         token_hash: &str,

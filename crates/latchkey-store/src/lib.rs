@@ -32,7 +32,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, AuditPage};
-pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome};
+pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome, ThrottleRow};
 pub use keys::Keys;
 pub use lifecycle::RevokedAccess;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
@@ -144,15 +144,35 @@ impl Store {
     }
 
     /// Begin a transaction for an audited change. Its first statement takes
-    /// the audit-head lock, which serialises audited writers on every backend
-    /// and, on SQLite, takes the write lock before any read (so a busy
-    /// database makes us wait instead of failing with a stale snapshot).
+    /// the audit-head lock (and reads the head the chain continues from),
+    /// which serialises audited writers on every backend and, on SQLite,
+    /// takes the write lock before any read (so a busy database makes us
+    /// wait instead of failing with a stale snapshot).
     pub async fn write(&self) -> Result<WriteTx> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        Ok(WriteTx { tx, appended: false })
+        let head = lock_audit_head(&mut tx).await?;
+        Ok(WriteTx {
+            tx,
+            appended: false,
+            head: Some(head),
+            head_moved: false,
+            audited: true,
+        })
+    }
+
+    /// Begin a transaction for bookkeeping that the sign-in log records
+    /// instead of the audit chain (throttle counters, sign-in log rows, a new
+    /// flow). It takes no lock up front: its first statement must be a write,
+    /// so SQLite takes the write lock then. Appending an audit event takes the
+    /// audit-head lock at that point.
+    pub async fn bookkeeping(&self) -> Result<WriteTx> {
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            appended: false,
+            head: None,
+            head_moved: false,
+            audited: false,
+        })
     }
 
     pub async fn close(&self) {
@@ -160,21 +180,68 @@ impl Store {
     }
 }
 
-/// A transaction that must record at least one audit event before it commits.
+async fn lock_audit_head(conn: &mut sqlx::AnyConnection) -> Result<(i64, String)> {
+    use sqlx::Row;
+    let r = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+        .fetch_one(conn)
+        .await?;
+    Ok((r.try_get("seq")?, r.try_get("hash")?))
+}
+
+/// A transaction that must record at least one audit event before it commits
+/// (unless begun with [`Store::bookkeeping`]).
 pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     appended: bool,
+    /// The chain's head (seq, hash) as of the events appended so far.
+    head: Option<(i64, String)>,
+    /// Events were appended: the head row is written once, at commit.
+    head_moved: bool,
+    audited: bool,
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<()> {
-        debug_assert!(self.appended, "an audited write committed without an audit event");
+    pub async fn commit(mut self) -> Result<()> {
+        debug_assert!(
+            self.appended || !self.audited,
+            "an audited write committed without an audit event"
+        );
+        if self.head_moved {
+            let (seq, hash) = self.head.clone().expect("a moved head is known");
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(hash)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         Ok(())
     }
 
+    /// Commit a transaction that turned out to change only bookkeeping (a
+    /// refused or failed sign-in step: its counters and log row).
+    pub async fn commit_bookkeeping(mut self) -> Result<()> {
+        self.audited = false;
+        self.commit().await
+    }
+
     fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
+    }
+
+    /// The head the next audit event continues from (taking the lock if this
+    /// transaction has not yet).
+    pub(crate) async fn audit_head(&mut self) -> Result<(i64, String)> {
+        if self.head.is_none() {
+            self.head = Some(lock_audit_head(&mut self.tx).await?);
+        }
+        Ok(self.head.clone().expect("just read"))
+    }
+
+    pub(crate) fn move_audit_head(&mut self, seq: i64, hash: String) {
+        self.head = Some((seq, hash));
+        self.head_moved = true;
+        self.appended = true;
     }
 }
 

@@ -29,6 +29,49 @@ pub struct NotificationRecord {
     pub body: String,
 }
 
+async fn advance_totp_step_in<'e>(
+    e: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    method_id: &str,
+    step: i64,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE methods SET last_used_step = $1, last_used_at = $2
+         WHERE id = $3 AND state = 'active' AND (last_used_step IS NULL OR last_used_step < $1)",
+    )
+    .bind(step)
+    .bind(now)
+    .bind(method_id)
+    .execute(e)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+async fn use_recovery_code_in(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    code_hash: &str,
+    now: i64,
+) -> Result<bool> {
+    let n =
+        sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .bind(code_hash)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if n == 1 {
+        sqlx::query("UPDATE methods SET last_used_at = $1 WHERE user_id = $2 AND kind = 'recovery_codes'")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(n == 1)
+}
+
 fn method_from_row(r: &sqlx::any::AnyRow) -> Result<MethodRecord> {
     let kind: String = r.try_get("kind")?;
     let state: String = r.try_get("state")?;
@@ -74,6 +117,16 @@ pub struct NewMethod<'a> {
 }
 
 impl WriteTx {
+    /// [`Store::advance_totp_step`] inside a sign-in step's transaction.
+    pub async fn advance_totp_step(&mut self, method_id: &str, step: i64, now: i64) -> Result<bool> {
+        advance_totp_step_in(self.conn(), method_id, step, now).await
+    }
+
+    /// [`Store::use_recovery_code`] inside a sign-in step's transaction.
+    pub async fn use_recovery_code(&mut self, user_id: &str, code_hash: &str, now: i64) -> Result<bool> {
+        use_recovery_code_in(self.conn(), user_id, code_hash, now).await
+    }
+
     pub async fn insert_method(&mut self, m: NewMethod<'_>, now: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO methods (id, user_id, kind, label, state, secret_sealed, params_json, registered_at, confirmed_at)
@@ -209,39 +262,16 @@ impl Store {
     /// `step` only if it is higher. One atomic statement, so two nodes racing
     /// with the same code cannot both win. True if this caller won.
     pub async fn advance_totp_step(&self, method_id: &str, step: i64, now: i64) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE methods SET last_used_step = $1, last_used_at = $2
-             WHERE id = $3 AND state = 'active' AND (last_used_step IS NULL OR last_used_step < $1)",
-        )
-        .bind(step)
-        .bind(now)
-        .bind(method_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        advance_totp_step_in(&self.pool, method_id, step, now).await
     }
 
     /// Spend one recovery code. True if it existed, belonged to the user and
     /// was unused; the conditional update makes it single-use across nodes.
     pub async fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: i64) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
-        )
-        .bind(now)
-        .bind(user_id)
-        .bind(code_hash)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            sqlx::query("UPDATE methods SET last_used_at = $1 WHERE user_id = $2 AND kind = 'recovery_codes'")
-                .bind(now)
-                .bind(user_id)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(n == 1)
+        let mut tx = self.pool.begin().await?;
+        let used = use_recovery_code_in(&mut tx, user_id, code_hash, now).await?;
+        tx.commit().await?;
+        Ok(used)
     }
 
     pub async fn recovery_codes_left(&self, method_id: &str) -> Result<i64> {

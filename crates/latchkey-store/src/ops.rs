@@ -86,6 +86,35 @@ fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serialises")
 }
 
+async fn log_signin_in<'e>(
+    x: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    e: &SignInLogEntry,
+    detail: &SignInDetail,
+    decision: Option<&serde_json::Value>,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr, policy_json, location, device_id, methods_tried_json, risk)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+    )
+    .bind(e.at)
+    .bind(e.user_id.clone())
+    .bind(&e.username)
+    .bind(e.application.clone())
+    .bind(e.source_ip.clone())
+    .bind(&e.result)
+    .bind(e.reason.clone())
+    .bind(to_json(&e.methods))
+    .bind(e.acr.clone())
+    .bind(decision.map(to_json))
+    .bind(detail.location.clone())
+    .bind(detail.device_id.clone())
+    .bind(to_json(&detail.methods_tried))
+    .bind(detail.risk.clone())
+    .fetch_one(x)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
 impl Store {
     /// Log one sign-in attempt with everything the operations log keeps.
     pub async fn log_signin_detailed(
@@ -94,27 +123,50 @@ impl Store {
         detail: &SignInDetail,
         decision: Option<&serde_json::Value>,
     ) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr, policy_json, location, device_id, methods_tried_json, risk)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-        )
-        .bind(e.at)
-        .bind(e.user_id.clone())
-        .bind(&e.username)
-        .bind(e.application.clone())
-        .bind(e.source_ip.clone())
-        .bind(&e.result)
-        .bind(e.reason.clone())
-        .bind(to_json(&e.methods))
-        .bind(e.acr.clone())
-        .bind(decision.map(to_json))
-        .bind(detail.location.clone())
-        .bind(detail.device_id.clone())
-        .bind(to_json(&detail.methods_tried))
-        .bind(detail.risk.clone())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
+        log_signin_in(&self.pool, e, detail, decision).await
+    }
+
+    /// What sign-in risk is computed from, in one read: the kinds of
+    /// unresolved alerts raised since `since` about any of `targets`, and the
+    /// user's newest `limit` successful sign-ins (newest first).
+    pub async fn risk_facts(
+        &self,
+        targets: &[String],
+        since: i64,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<(Vec<String>, Vec<SignInRecord>)> {
+        let n = targets.len();
+        let alert_targets = if n == 0 {
+            "NULL".to_owned()
+        } else {
+            (4..4 + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        };
+        // Alerts and history are told apart by `alert_kind`; the history keeps
+        // its own order by id.
+        let sql = format!(
+            "SELECT * FROM (
+               SELECT NULL AS alert_kind, s.* FROM signins s
+               WHERE s.user_id = $1 AND s.result = 'success' ORDER BY s.id DESC LIMIT $2
+             ) AS history
+             UNION ALL
+             SELECT a.kind AS alert_kind, s.* FROM policy_alerts a LEFT JOIN signins s ON 1 = 0
+             WHERE a.target IN ({alert_targets}) AND a.at >= $3 AND a.status <> 'resolved'"
+        );
+        let mut q = sqlx::query(&sql).bind(user_id).bind(limit).bind(since);
+        for t in targets {
+            q = q.bind(t);
+        }
+        let mut kinds = vec![];
+        let mut history = vec![];
+        for r in q.fetch_all(&self.pool).await? {
+            match r.try_get::<Option<String>, _>("alert_kind")? {
+                Some(k) => kinds.push(k),
+                None => history.push(signin_from_row(&r)?),
+            }
+        }
+        history.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok((kinds, history))
     }
 
     /// The sign-in log, newest first, filtered; page on with `before_id`.
@@ -317,6 +369,16 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Log one sign-in attempt inside the step's transaction; returns its id.
+    pub async fn log_signin_detailed(
+        &mut self,
+        e: &SignInLogEntry,
+        detail: &SignInDetail,
+        decision: Option<&serde_json::Value>,
+    ) -> Result<i64> {
+        log_signin_in(self.conn(), e, detail, decision).await
+    }
+
     /// Delete sign-in log rows older than `cutoff`; returns how many.
     pub async fn purge_signins_before(&mut self, cutoff: i64) -> Result<u64> {
         Ok(sqlx::query("DELETE FROM signins WHERE at < $1")

@@ -40,7 +40,7 @@ impl UserRecord {
     }
 }
 
-fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord> {
+pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord> {
     let state: String = r.try_get("state")?;
     Ok(UserRecord {
         id: r.try_get("id")?,
