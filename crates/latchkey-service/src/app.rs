@@ -15,6 +15,7 @@ use latchkey_store::{ApiTokenRecord, Keys, MethodRecord, SessionRecord, Store, U
 
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
+pub use crate::users::UserChange;
 
 pub const SESSION_PREFIX: &str = "lk_s_";
 pub const API_TOKEN_PREFIX: &str = "lk_at_";
