@@ -103,6 +103,18 @@ pub fn inline(e: &ServiceError, shown: impl Fn(&ServiceError) -> bool) -> Option
     (!needs_own_page(e) && shown(e)).then(|| refusal(e))
 }
 
+/// A code typed to confirm a new method, refused: shown on the confirming
+/// page, in `wrong_code` words when it did not match.
+pub fn confirmation(e: &ServiceError, wrong_code: &str) -> Option<Refusal> {
+    let r = inline(e, |e| {
+        matches!(e, ServiceError::WrongConfirmationCode | ServiceError::InvalidRequest(_))
+    })?;
+    Some(match e {
+        ServiceError::WrongConfirmationCode => r.say(wrong_code),
+        _ => r,
+    })
+}
+
 /// Errors no form on the page could answer: who you are, or may not be.
 pub fn needs_own_page(e: &ServiceError) -> bool {
     matches!(

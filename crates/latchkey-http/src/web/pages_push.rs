@@ -202,16 +202,11 @@ async fn confirm_phone(
         Ok(_) => axum::response::Redirect::to("/security-info?done=phone_added").into_response(),
         Err(ServiceError::InvalidState(_)) => axum::response::Redirect::to("/security-info").into_response(),
         Err(e) => {
-            let shown =
-                |e: &ServiceError| matches!(e, ServiceError::WrongConfirmationCode | ServiceError::InvalidRequest(_));
-            let Some(r) = errors::inline(&e, shown) else {
+            let Some(r) = errors::confirmation(
+                &e,
+                "That code does not match or has expired. Check it, or add the phone again for a new code.",
+            ) else {
                 return ctx.error_page(e);
-            };
-            let r = match e {
-                ServiceError::WrongConfirmationCode => {
-                    r.say("That code does not match or has expired. Check it, or add the phone again for a new code.")
-                }
-                _ => r,
             };
             let dev = app.config.sms.gateway_is_development_only();
             phone_page(ctx, &id, "your phone", dev, Some(&r.message), r.status)

@@ -315,16 +315,11 @@ async fn totp_confirm(
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
         Err(ServiceError::InvalidState(_)) => Redirect::to(BACK).into_response(),
         Err(e) => {
-            let shown =
-                |e: &ServiceError| matches!(e, ServiceError::WrongConfirmationCode | ServiceError::InvalidRequest(_));
-            let Some(r) = errors::inline(&e, shown) else {
+            let Some(r) = errors::confirmation(
+                &e,
+                "That code does not match. Check that your phone's clock is right and enter the current code.",
+            ) else {
                 return ctx.error_page(e);
-            };
-            let r = match e {
-                ServiceError::WrongConfirmationCode => r.say(
-                    "That code does not match. Check that your phone's clock is right and enter the current code.",
-                ),
-                _ => r,
             };
             render_pending(&app, ctx, &id, Some(&r.message), r.status).await
         }
