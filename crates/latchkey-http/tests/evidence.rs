@@ -903,3 +903,49 @@ async fn the_console_shows_the_report_and_offers_downloads() {
     let r = e.page("/admin/reports?from=2023-11-01&to=2023-11-30", &helpdesk).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+/// Security finding 16: the standalone HTML report, served from the API's
+/// origin, ran under no Content-Security-Policy.
+#[tokio::test]
+async fn evidence_html_report_carries_a_content_security_policy() {
+    let e = Env::new().await;
+    e.user("mallory", Some("<script>alert(1)</script>"), &[]).await;
+    e.method("mallory", MethodKind::Sms).await;
+    let r = e
+        .call(
+            Method::GET,
+            &format!("/api/v1/reports/evidence?{PERIOD}&format=html"),
+            Some(&e.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let directives: Vec<&str> = r.csp.split(';').map(str::trim).collect();
+    for d in [
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(directives.contains(&d), "CSP lacks {d}: {}", r.csp);
+    }
+    assert!(!r.csp.contains("script-src"), "{}", r.csp);
+    // The one inline thing the policy allows is the one the document has.
+    let html = r.text();
+    assert!(html.contains("<style>") && !html.contains("<script"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+
+    // The other formats are data, not documents a browser renders on this origin.
+    let r = e
+        .call(
+            Method::GET,
+            &format!("/api/v1/reports/evidence?{PERIOD}&format=csv"),
+            Some(&e.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.csp.is_empty(), "{}", r.csp);
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -16,6 +16,11 @@ use latchkey_service::app::App;
 use latchkey_service::evidence::{parse_period, render, EvidenceFormat};
 
 type AppState = Arc<App>;
+
+/// The standalone HTML report needs its inline stylesheet and no script,
+/// form, frame or base of its own.
+pub const HTML_REPORT_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -56,14 +61,23 @@ async fn evidence_report(
         EvidenceFormat::Json => "inline".to_owned(),
         _ => format!("attachment; filename=\"{}\"", out.filename),
     };
-    Ok((
+    let mut resp = (
         [
             (header::CONTENT_TYPE, out.content_type.to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         out.body,
     )
-        .into_response())
+        .into_response();
+    if format == EvidenceFormat::Html {
+        // Opened from a download, the document runs on this origin: it may
+        // style itself and show inline images, and nothing else.
+        resp.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(HTML_REPORT_CSP),
+        );
+    }
+    Ok(resp)
 }
 
 #[derive(OpenApi)]

@@ -11,6 +11,7 @@
 //!   `X-Frame-Options: DENY` from the outer router.
 
 pub mod csrf;
+mod errors;
 
 mod layout;
 mod pages_account;
@@ -215,21 +216,20 @@ impl Ctx {
         (status, self.jar, html).into_response()
     }
 
-    /// A page for an error that has no better place to be shown.
+    /// A page for an error that has no better place to be shown (see [`errors`]).
     pub fn error_page(self, err: ServiceError) -> Response {
-        match err {
-            ServiceError::Unauthenticated => Redirect::to(&signin_url(&self.here, false)).into_response(),
-            ServiceError::ReauthenticationRequired(_) => Redirect::to(&signin_url(&self.here, true)).into_response(),
-            other => {
-                let other = crate::error::ApiError::from(other);
-                let (_, status, title) = other.slug_and_status();
-                let detail = other.problem().detail;
+        if let ServiceError::Internal(msg) = &err {
+            tracing::error!(error = %msg, "internal error");
+        }
+        match errors::treatment(&err) {
+            errors::Treatment::SignIn { fresh } => Redirect::to(&signin_url(&self.here, fresh)).into_response(),
+            errors::Treatment::OwnPage { title, refusal } => {
                 let body = maud::html! {
                     h1 { (title) }
-                    p.notice.error role="alert" { (detail) }
+                    p.notice.error role="alert" { (refusal.message) }
                     p { a href="/security-info" { "Back to your security info" } }
                 };
-                self.page(status, title, layout::Section::None, body)
+                self.page(refusal.status, title, layout::Section::None, body)
             }
         }
     }

@@ -13,6 +13,7 @@ use latchkey_core::{Role, UserState};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::errors;
 use super::layout::{csrf_field, notice_error, notice_ok, role_help, role_name, tag, Section};
 use super::{when, Ctx};
 use latchkey_service::app::App;
@@ -219,14 +220,17 @@ async fn create_user(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<NewUse
         .await
     {
         Ok(u) => Redirect::to(&format!("/admin/users?created={}", u.username)).into_response(),
-        Err(e @ (ServiceError::InvalidRequest(_) | ServiceError::Conflict(_))) => {
-            let msg = match e {
-                ServiceError::Conflict(_) => format!("A user named '{username}' already exists."),
-                other => format!("{other}."),
+        Err(e) => {
+            let shown = |e: &ServiceError| matches!(e, ServiceError::InvalidRequest(_) | ServiceError::Conflict(_));
+            let Some(r) = errors::inline(&e, shown) else {
+                return ctx.error_page(e);
             };
-            render_users(ctx, None, Some(&msg), f, StatusCode::BAD_REQUEST).await
+            let r = match e {
+                ServiceError::Conflict(_) => r.say(format!("A user named '{username}' already exists.")),
+                _ => r,
+            };
+            render_users(ctx, None, Some(&r.message), f, r.status).await
         }
-        Err(e) => ctx.error_page(e),
     }
 }
 
@@ -298,10 +302,10 @@ async fn create_token(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Token
     };
     match app.create_api_token(&p, &f.name).await {
         Ok((rec, token)) => render_tokens(ctx, Some((&rec.name, &token)), None, StatusCode::CREATED).await,
-        Err(ServiceError::InvalidRequest(m)) => {
-            render_tokens(ctx, None, Some(&format!("{m}.")), StatusCode::BAD_REQUEST).await
-        }
-        Err(e) => ctx.error_page(e),
+        Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_))) {
+            Some(r) => render_tokens(ctx, None, Some(&r.message), r.status).await,
+            None => ctx.error_page(e),
+        },
     }
 }
 

@@ -113,10 +113,15 @@ struct ResolveForm {
 async fn handled(ctx: Ctx, r: Result<latchkey_store::AlertRecord, ServiceError>) -> Response {
     match r {
         Ok(_) => Redirect::to("/admin/alerts").into_response(),
-        Err(ServiceError::InvalidRequest(m) | ServiceError::InvalidState(m)) => {
-            Redirect::to(&format!("/admin/alerts?error={}", super::percent_encode(&m))).into_response()
+        Err(e) => {
+            let shown = |e: &ServiceError| matches!(e, ServiceError::InvalidRequest(_) | ServiceError::InvalidState(_));
+            match super::errors::inline(&e, shown) {
+                Some(r) => {
+                    Redirect::to(&format!("/admin/alerts?error={}", super::percent_encode(&r.message))).into_response()
+                }
+                None => ctx.error_page(e),
+            }
         }
-        Err(e) => ctx.error_page(e),
     }
 }
 

@@ -21,6 +21,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::errors;
 use super::layout::{csrf_field, method_name, notice_error, notice_ok, tag, Section};
 use super::{when, Ctx};
 use latchkey_service::app::{App, IssuedTap};
@@ -81,28 +82,8 @@ fn state_tag(c: &CaseView) -> Markup {
 
 /// An App refusal as the page shows it: its status and its words.
 fn refusal(e: &ServiceError) -> (StatusCode, String) {
-    let (_, status, _) = crate::error::classify(e);
-    let detail = match e {
-        ServiceError::ApprovalRequired { request_id } => format!(
-            "This user is privileged, so a second administrator must approve the pass (request {request_id}). \
-             Once it is approved and issued, enter the request ID below."
-        ),
-        other => crate::error::detail(other),
-    };
-    // The App's messages are sentence fragments; the page shows a sentence.
-    let mut chars = detail.chars();
-    let detail = match chars.next() {
-        Some(c) => c.to_uppercase().chain(chars).collect::<String>() + if detail.ends_with('.') { "" } else { "." },
-        None => detail,
-    };
-    (status, detail)
-}
-
-fn needs_own_page(e: &ServiceError) -> bool {
-    matches!(
-        e,
-        ServiceError::Unauthenticated | ServiceError::ReauthenticationRequired(_) | ServiceError::Forbidden(_)
-    )
+    let r = errors::refusal(e);
+    (r.status, r.message)
 }
 
 // ---- the user's cases ---------------------------------------------------------
@@ -189,7 +170,7 @@ async fn open(ctx: Ctx, Path(username): Path<String>, Form(f): Form<OpenForm>) -
     };
     match ctx.app.clone().open_case(&p, &username, &f.scenario).await {
         Ok(c) => Redirect::to(&case_url(&c.id)).into_response(),
-        Err(e) if needs_own_page(&e) => ctx.error_page(e),
+        Err(e) if errors::needs_own_page(&e) => ctx.error_page(e),
         Err(e) => render_list(ctx, &username, Some(&f.scenario), Some(refusal(&e))).await,
     }
 }
@@ -584,7 +565,7 @@ async fn step(ctx: Ctx, Path(id): Path<String>, Form(fields): Form<Vec<(String, 
 }
 
 async fn after_refusal(ctx: Ctx, id: &str, e: ServiceError) -> Response {
-    if needs_own_page(&e) || matches!(e, ServiceError::NotFound(ref w) if w == "case") {
+    if errors::needs_own_page(&e) || matches!(e, ServiceError::NotFound(ref w) if w == "case") {
         return ctx.error_page(e);
     }
     render_case(

@@ -21,6 +21,7 @@ use latchkey_core::VerifyMethod;
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::errors;
 use super::layout::{csrf_field, Section};
 use super::pages_signin::{flow_id, restart, step_page, web_context, Target, EXPIRED};
 use super::Ctx;
@@ -199,20 +200,17 @@ async fn confirm_phone(
     let code = f.code.trim().replace(' ', "");
     match app.confirm_phone(&p, &user.username, &id, &code).await {
         Ok(_) => axum::response::Redirect::to("/security-info?done=phone_added").into_response(),
-        Err(
-            e @ (ServiceError::InvalidCode | ServiceError::WrongConfirmationCode | ServiceError::InvalidRequest(_)),
-        ) => {
-            let msg = match e {
-                ServiceError::InvalidRequest(m) => format!("{m}."),
-                _ => "That code does not match or has expired. Check it, or add the phone again for a new code."
-                    .to_owned(),
-            };
-            let to = "your phone";
-            let dev = app.config.sms.gateway_is_development_only();
-            phone_page(ctx, &id, to, dev, Some(&msg), StatusCode::BAD_REQUEST)
-        }
         Err(ServiceError::InvalidState(_)) => axum::response::Redirect::to("/security-info").into_response(),
-        Err(e) => ctx.error_page(e),
+        Err(e) => {
+            let Some(r) = errors::confirmation(
+                &e,
+                "That code does not match or has expired. Check it, or add the phone again for a new code.",
+            ) else {
+                return ctx.error_page(e);
+            };
+            let dev = app.config.sms.gateway_is_development_only();
+            phone_page(ctx, &id, "your phone", dev, Some(&r.message), r.status)
+        }
     }
 }
 
@@ -285,33 +283,6 @@ pub(super) fn send_hint(m: VerifyMethod) -> Markup {
     }
 }
 
-/// The sign-in page's message for a push or gateway error.
-pub(super) fn error_message(e: &ServiceError) -> (String, StatusCode) {
-    match e {
-        ServiceError::PushPending => (
-            "The request has not been approved yet. Approve it on your authenticator, then continue.".into(),
-            StatusCode::CONFLICT,
-        ),
-        ServiceError::PushNotApproved { reason } => (
-            match *reason {
-                "push_wrong_number" => {
-                    "The number typed on the authenticator did not match, so the request was refused. Send a new one."
-                }
-                "push_timeout" => "The request expired before it was approved. Send a new one.",
-                _ => "The request was denied on the authenticator.",
-            }
-            .into(),
-            StatusCode::UNAUTHORIZED,
-        ),
-        ServiceError::PushUnavailable(m) => (format!("{m}."), StatusCode::FORBIDDEN),
-        ServiceError::GatewayFailed(_) => (
-            "The code could not be sent right now. Try again in a minute or use another method.".into(),
-            StatusCode::BAD_GATEWAY,
-        ),
-        other => (other.to_string(), StatusCode::BAD_REQUEST),
-    }
-}
-
 #[derive(Deserialize)]
 struct SendForm {
     method: Option<String>,
@@ -322,20 +293,26 @@ struct SendForm {
 
 /// Show the step page again with an error (the flow is still there).
 async fn back_to_step(app: &App, ctx: Ctx, t: &Target, id: &str, m: VerifyMethod, e: ServiceError) -> Response {
-    let (msg, status) = match &e {
+    if let ServiceError::FlowNotFound = e {
+        return restart(ctx, t, EXPIRED, StatusCode::NOT_FOUND);
+    }
+    // Everything is said on the step page: a person signing in has nowhere
+    // else to go. Sending is not verifying: its words (and a refused send's
+    // 409) say so.
+    let r = errors::refusal(&e);
+    let (msg, status) = match e {
         ServiceError::TooManyAttempts { retry_after } => (
             format!(
                 "Too many requests lately. Try again in {} or use another method.",
-                super::wait_text(*retry_after)
+                super::wait_text(retry_after)
             ),
-            StatusCode::TOO_MANY_REQUESTS,
+            r.status,
         ),
-        ServiceError::FlowNotFound => return restart(ctx, t, EXPIRED, StatusCode::NOT_FOUND),
-        ServiceError::InvalidState(m) | ServiceError::InvalidRequest(m) | ServiceError::Forbidden(m) => {
-            (format!("{m}."), StatusCode::CONFLICT)
+        ServiceError::InvalidState(_) | ServiceError::InvalidRequest(_) | ServiceError::Forbidden(_) => {
+            (r.message, StatusCode::CONFLICT)
         }
         ServiceError::NotFound(_) => ("No phone is registered for this method.".into(), StatusCode::CONFLICT),
-        other => error_message(other),
+        _ => (r.message, r.status),
     };
     match app.signin_flow_state(id).await {
         Ok(wf) => step_page(ctx, t, &wf, Some(m), Some(&msg), status),

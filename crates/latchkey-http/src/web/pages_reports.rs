@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use latchkey_core::evidence::Period;
 use latchkey_core::Role;
-use maud::html;
+use maud::{html, PreEscaped};
 use serde::Deserialize;
 
 use super::layout::{notice_error, Section};
@@ -99,7 +99,8 @@ async fn reports(State(app): State<Arc<App>>, ctx: Ctx, Query(q): Query<ReportQu
                 a href={ "/admin/reports/evidence?" (qs) "&format=json" } { "JSON" } " · "
                 a href={ "/admin/reports/evidence?" (qs) "&format=csv" } { "CSV" }
             }
-            (evidence::html_body(r))
+            // The report's own writer escapes every string it is given.
+            (PreEscaped(evidence::html_body(r)))
         }
     };
     ctx.page(status, "Evidence reports", Section::Reports, body)

@@ -17,6 +17,7 @@ use latchkey_core::{MethodState, VerifyMethod};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::errors;
 use super::layout::{csrf_field, method_name, notice_error, notice_ok, signin_table, tag, Section};
 use super::{signin_url, when, Ctx};
 use latchkey_service::app::{App, Principal};
@@ -219,8 +220,10 @@ async fn totp_start(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<LabelFo
     match app.enroll_totp(&p, username, f.label, None, None).await {
         Ok(e) => Redirect::to(&format!("/security-info/totp/{}", e.method.id)).into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
-        Err(ServiceError::InvalidRequest(m)) => render_overview(ctx, None, Some(&m), StatusCode::BAD_REQUEST).await,
-        Err(e) => ctx.error_page(e),
+        Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_))) {
+            Some(r) => render_overview(ctx, None, Some(&r.message), r.status).await,
+            None => ctx.error_page(e),
+        },
     }
 }
 
@@ -310,18 +313,16 @@ async fn totp_confirm(
     match app.confirm_totp(&p, username, &id, &code).await {
         Ok(_) => Redirect::to("/security-info?done=totp_added").into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
-        Err(
-            e @ (ServiceError::WrongConfirmationCode | ServiceError::InvalidCode | ServiceError::InvalidRequest(_)),
-        ) => {
-            let msg = match e {
-                ServiceError::InvalidRequest(m) => format!("{m}."),
-                _ => "That code does not match. Check that your phone's clock is right and enter the current code."
-                    .to_owned(),
-            };
-            render_pending(&app, ctx, &id, Some(&msg), StatusCode::BAD_REQUEST).await
-        }
         Err(ServiceError::InvalidState(_)) => Redirect::to(BACK).into_response(),
-        Err(e) => ctx.error_page(e),
+        Err(e) => {
+            let Some(r) = errors::confirmation(
+                &e,
+                "That code does not match. Check that your phone's clock is right and enter the current code.",
+            ) else {
+                return ctx.error_page(e);
+            };
+            render_pending(&app, ctx, &id, Some(&r.message), r.status).await
+        }
     }
 }
 
@@ -375,16 +376,16 @@ async fn password(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<PasswordF
     match app.set_password(&p, username, &f.password).await {
         Ok(()) => Redirect::to("/security-info?done=password_set").into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
-        Err(ServiceError::WeakPassword(m)) | Err(ServiceError::InvalidRequest(m)) => {
-            render_overview(
-                ctx,
-                None,
-                Some(&format!("Password not saved: {m}.")),
-                StatusCode::BAD_REQUEST,
-            )
-            .await
+        Err(e) => {
+            let shown = |e: &ServiceError| matches!(e, ServiceError::WeakPassword(_) | ServiceError::InvalidRequest(_));
+            match errors::inline(&e, shown) {
+                Some(r) => {
+                    let msg = format!("Password not saved. {}", r.message);
+                    render_overview(ctx, None, Some(&msg), r.status).await
+                }
+                None => ctx.error_page(e),
+            }
         }
-        Err(e) => ctx.error_page(e),
     }
 }
 
@@ -414,8 +415,10 @@ async fn remove_method(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<Str
     match app.delete_method(&p, username, &id).await {
         Ok(()) => Redirect::to("/security-info?done=method_removed").into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
-        Err(ServiceError::Conflict(m)) => render_overview(ctx, None, Some(&m), StatusCode::CONFLICT).await,
-        Err(e) => ctx.error_page(e),
+        Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::Conflict(_))) {
+            Some(r) => render_overview(ctx, None, Some(&r.message), r.status).await,
+            None => ctx.error_page(e),
+        },
     }
 }
 

@@ -24,8 +24,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::errors;
 use super::layout::{csrf_field, notice_error, notice_ok, Section};
-use super::{cookie, parse_acr, percent_encode, removal, safe_next, session_acr, wait_text, Ctx, WebFlow};
+use super::{cookie, parse_acr, percent_encode, removal, safe_next, session_acr, Ctx, WebFlow};
 use super::{FLOW_COOKIE, SESSION_COOKIE};
 use latchkey_service::app::{App, Principal, Proof, SignInContext};
 use latchkey_service::ServiceError;
@@ -432,43 +433,32 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
             StatusCode::CONFLICT,
         ),
         Err(e) => {
-            let (msg, status) = match &e {
-                ServiceError::InvalidCredentials => (
-                    "The username or password is not right. Check them and try again.".to_owned(),
-                    StatusCode::UNAUTHORIZED,
-                ),
-                ServiceError::InvalidCode if method == VerifyMethod::RecoveryCode => (
-                    "That recovery code is not valid or was already used.".to_owned(),
-                    StatusCode::UNAUTHORIZED,
-                ),
-                ServiceError::InvalidCode => (
-                    "That code is not right. Enter the code your authenticator app shows now.".to_owned(),
-                    StatusCode::UNAUTHORIZED,
-                ),
-                ServiceError::CodeReplayed => (
-                    "That code was already used. Wait for the next code to appear (at most 30 seconds) and enter it."
-                        .to_owned(),
-                    StatusCode::UNAUTHORIZED,
-                ),
-                ServiceError::InvalidPass => (
-                    "That pass is not valid, has expired or was already used. Ask the helpdesk for a new one."
-                        .to_owned(),
-                    StatusCode::UNAUTHORIZED,
-                ),
-                ServiceError::TooManyAttempts { retry_after } => (
-                    format!(
-                        "Too many failed attempts. To protect your account, signing in is paused: try again in {}.",
-                        wait_text(*retry_after)
-                    ),
-                    StatusCode::TOO_MANY_REQUESTS,
-                ),
-                ServiceError::InvalidRequest(m) => (format!("{m}."), StatusCode::BAD_REQUEST),
-                e @ (ServiceError::PushPending
-                | ServiceError::PushNotApproved { .. }
-                | ServiceError::PushUnavailable(_)
-                | ServiceError::GatewayFailed(_)) => super::pages_push::error_message(e),
-                _ => return ctx.error_page(e),
+            let shown = |e: &ServiceError| {
+                use ServiceError::*;
+                matches!(
+                    e,
+                    InvalidCredentials
+                        | InvalidCode
+                        | CodeReplayed
+                        | InvalidPass
+                        | TooManyAttempts { .. }
+                        | InvalidRequest(_)
+                        | PushPending
+                        | PushNotApproved { .. }
+                        | PushUnavailable(_)
+                        | GatewayFailed(_)
+                )
             };
+            let Some(refusal) = errors::inline(&e, shown) else {
+                return ctx.error_page(e);
+            };
+            let refusal = match e {
+                ServiceError::InvalidCode if method == VerifyMethod::RecoveryCode => {
+                    refusal.say("That recovery code is not valid or was already used.")
+                }
+                _ => refusal,
+            };
+            let (msg, status) = (refusal.message, refusal.status);
             match app.signin_flow_state(&id).await {
                 Ok(wf) => step_page(ctx, &t, &wf, Some(method), Some(&msg), status),
                 Err(_) => restart(ctx, &t, EXPIRED, StatusCode::NOT_FOUND),

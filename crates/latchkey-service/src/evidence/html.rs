@@ -1,13 +1,18 @@
 //! HTML: a self-contained, print-friendly document (inline stylesheet, SVG
-//! charts, no script). The admin console shows the same [`body`] inside its
-//! own frame with [`CSS`] served as a file, which its Content-Security-Policy
-//! (`style-src 'self'`) allows; the charts use SVG presentation attributes,
-//! not style attributes, for the same reason.
+//! charts, no script) rendered from the [model](super::model). The admin
+//! console shows the same [`body`] inside its own frame with [`CSS`] served
+//! as a file, which its Content-Security-Policy (`style-src 'self'`) allows;
+//! the charts use SVG presentation attributes, not style attributes, for the
+//! same reason.
+//!
+//! Written by hand rather than with a template engine (this crate knows no
+//! web framework): every string that reaches the output goes through
+//! [`escape`], the only way text is added.
 
-use latchkey_core::evidence::{CoveragePoint, EvidenceReport};
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use std::fmt::Write;
 
-use super::{class_name, fmt_opt, fmt_pct, fmt_share, fmt_time, kind_name, more_note, LIST_LIMIT};
+use super::model::{Bar, Block, Cell, Chart, Document, Figure, LinePoint, Plot, Span, Table, WhenEmpty};
+use super::{fmt_opt, fmt_pct, fmt_time};
 
 pub const CSS: &str = r#"
 .evidence { font-family: "Helvetica Neue", Helvetica, Arial, sans-serif; color: #1a1f2b; max-width: 60rem; margin: 0 auto; line-height: 1.45; }
@@ -42,238 +47,210 @@ pub const CSS: &str = r#"
 }
 "#;
 
+/// `s` made safe as HTML text and as a double- or single-quoted attribute
+/// value: the five characters that could end either are replaced by entities.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// Markup being written: `tag` for fixed markup, `text` for anything else.
+struct Html(String);
+
+impl Html {
+    fn tag(&mut self, markup: &str) -> &mut Self {
+        self.0.push_str(markup);
+        self
+    }
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.0.push_str(&escape(s));
+        self
+    }
+    /// `<name class="class">text</name>`
+    fn el(&mut self, name: &str, class: &str, s: &str) -> &mut Self {
+        if class.is_empty() {
+            let _ = write!(self.0, "<{name}>");
+        } else {
+            let _ = write!(self.0, "<{name} class=\"{class}\">");
+        }
+        self.text(s);
+        let _ = write!(self.0, "</{name}>");
+        self
+    }
+}
+
 /// The report as a standalone HTML file.
-pub fn document(r: &EvidenceReport) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Latchkey evidence report " (fmt_time(r.period.from, true)) " to " (fmt_time(r.period.to, true)) }
-                style { (PreEscaped(CSS)) }
-            }
-            body { (body(r)) }
+pub(super) fn document(d: &Document) -> String {
+    let mut h = Html(String::with_capacity(16 * 1024));
+    h.tag("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">")
+        .tag("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>")
+        .text(&format!(
+            "Latchkey evidence report {} to {}",
+            fmt_time(d.period.from, true),
+            fmt_time(d.period.to, true)
+        ))
+        .tag("</title><style>")
+        .tag(CSS)
+        .tag("</style></head><body>");
+    write_body(&mut h, d);
+    h.tag("</body></html>");
+    h.0
+}
+
+/// The report itself (no page frame), as markup to place in a page.
+pub(super) fn body(d: &Document) -> String {
+    let mut h = Html(String::with_capacity(16 * 1024));
+    write_body(&mut h, d);
+    h.0
+}
+
+fn write_body(h: &mut Html, d: &Document) {
+    h.tag("<article class=\"evidence\"><header>")
+        .el("h1", "", d.title)
+        .tag("<p class=\"meta\">Period ")
+        .el("strong", "", &fmt_time(d.period.from, false))
+        .tag(" to ")
+        .el("strong", "", &fmt_time(d.period.to, false))
+        .text(&format!(" · generated {} by Latchkey", fmt_time(d.generated_at, false)))
+        .tag("</p>")
+        .el("p", "note", d.scope_note)
+        .tag("</header>");
+    for s in &d.sections {
+        let _ = write!(h.0, "<section id=\"{}\">", escape(s.id));
+        h.el("h2", "", s.title);
+        for b in &s.blocks {
+            block(h, b);
         }
+        h.tag("</section>");
+    }
+    h.tag("</article>");
+}
+
+fn block(h: &mut Html, b: &Block) {
+    match b {
+        Block::Heading(t) => {
+            h.el("h3", "", t);
+        }
+        Block::Note(t) => {
+            h.el("p", "note", t);
+        }
+        Block::Para(spans) => {
+            h.tag("<p>");
+            for s in spans {
+                match s {
+                    Span::Text(t) => h.text(t),
+                    Span::Strong(t) => h.el("strong", "", t),
+                    Span::Hash(t) => h.el("span", "hash", t),
+                    Span::Verdict { text, good } => h.el("span", if *good { "ok" } else { "bad" }, text),
+                };
+            }
+            h.tag("</p>");
+        }
+        Block::Figures(f) => figures(h, f),
+        Block::Table(t) if t.in_documents() => table(h, t),
+        Block::Table(_) => {}
+        Block::Chart(c) => chart(h, c),
     }
 }
 
-fn yes_no(ok: bool, yes: &str, no: &str) -> Markup {
-    html! { @if ok { span.ok { (yes) } } @else { span.bad { (no) } } }
-}
-
-fn figure(label: &str, value: String, detail: String) -> Markup {
-    html! { div.figure { dt { (label) } dd { (value) small { (detail) } } } }
-}
-
-fn empty(text: &str) -> Markup {
-    html! { p.empty { (text) } }
-}
-
-/// The report itself (no page frame).
-pub fn body(r: &EvidenceReport) -> Markup {
-    let s = &r.summary;
-    html! {
-        article.evidence {
-            header {
-                h1 { "MFA evidence report" }
-                p.meta {
-                    "Period " strong { (fmt_time(r.period.from, false)) } " to " strong { (fmt_time(r.period.to, false)) }
-                    " · generated " (fmt_time(r.generated_at, false)) " by Latchkey"
-                }
-                p.note {
-                    "State figures (coverage, privileged accounts, exceptions, break-glass, policies, audit chain) are as of the generation time; "
-                    "activity figures (enforcement, detections, policy changes, coverage over time) cover the period."
-                }
-            }
-            section #summary {
-                h2 { "Summary" }
-                dl.figures {
-                    (figure("MFA coverage", fmt_share(s.mfa_coverage_pct, s.users), format!("{} of {} active users", s.users_with_mfa, s.users)))
-                    (figure("Privileged users with phishing-resistant MFA", fmt_share(s.privileged_phishing_resistant_pct, s.privileged_users),
-                        format!("{} of {} privileged users", s.privileged_phishing_resistant, s.privileged_users)))
-                    (figure("Users on SMS/voice only", s.sms_only_users.to_string(), "telephony is their only factor".into()))
-                    (figure("Active exceptions", s.active_exceptions.to_string(), "each with an end date and approver".into()))
-                    (figure("Break-glass tests overdue", s.break_glass_tests_overdue.to_string(), format!("of {} break-glass accounts", s.break_glass_accounts)))
-                    (figure("Completed sign-ins", s.signins_completed.to_string(), format!("{} phishing resistant", fmt_share(s.signins_phishing_resistant_pct, s.signins_completed))))
-                    (figure("Detections in period", s.detections.to_string(), format!("{} open", s.detections_open)))
-                    (figure("Conditional-access policies", s.policies.to_string(), format!("{} changes in period", s.policy_changes_in_period)))
-                }
-                p {
-                    "Audit chain: " (yes_no(s.audit_chain_ok, "verified", "BROKEN")) ", "
-                    (r.audit_chain.length) " events; head hash " span.hash { (s.audit_head_hash) }
-                }
-            }
-            section #coverage {
-                h2 { "MFA coverage" }
-                p.note { "A user is covered with at least one active second factor (authenticator app, push, passkey or security key, SMS, voice); recovery codes and temporary passes do not count. Active users only." }
-                table {
-                    thead { tr { th { "Scope" } th.num { "Users" } th.num { "With MFA" } th.num { "Phishing resistant" } th.num { "Coverage" } } }
-                    tbody {
-                        @for c in &r.coverage {
-                            tr { td { (c.scope) } td.num { (c.users) } td.num { (c.with_mfa) } td.num { (c.phishing_resistant) } td.num { (fmt_pct(c.pct)) } }
-                        }
-                    }
-                }
-                h3 { "Coverage over the period" }
-                div.chart { (coverage_chart(&r.coverage_over_time)) }
-                h3 { "Methods mix" }
-                p.note { "Users holding at least one active method of each kind (one user can hold several)." }
-                @if r.methods_mix.is_empty() { (empty("No active MFA methods.")) }
-                @else {
-                    div.chart { (bar_chart(&r.methods_mix.iter().map(|m| (kind_name(&m.kind), m.users, format!("{} ({})", m.users, fmt_pct(m.pct)))).collect::<Vec<_>>())) }
-                }
-            }
-            section #privileged {
-                h2 { "Privileged accounts" }
-                p.note { "Accounts holding an administrative role (admin, helpdesk, security_admin) and the strongest MFA method each has registered." }
-                @if r.privileged.is_empty() { (empty("No privileged accounts.")) }
-                @else {
-                    table {
-                        thead { tr { th { "Account" } th { "Roles" } th { "Strongest method" } th { "Class" } th { "Phishing resistant" } } }
-                        tbody {
-                            @for p in r.privileged.iter().take(LIST_LIMIT) {
-                                tr {
-                                    td { (p.username) br; small { (p.display_name) } }
-                                    td { (p.roles.join(", ")) }
-                                    td { (p.strongest_method.as_deref().map(kind_name).unwrap_or_else(|| "none".into())) }
-                                    td { (class_name(&p.strength_class)) }
-                                    td { (yes_no(p.phishing_resistant, "yes", "no")) }
-                                }
-                            }
-                        }
-                    }
-                    @if let Some(n) = more_note(r.privileged.len()) { p.note { (n) } }
-                }
-            }
-            section #sms-only {
-                h2 { "Users on SMS or voice only" }
-                @if r.sms_only.is_empty() { (empty("No user relies on telephony alone.")) }
-                @else {
-                    table {
-                        thead { tr { th { "User" } th { "Department" } th { "Methods" } th { "Privileged" } } }
-                        tbody {
-                            @for u in r.sms_only.iter().take(LIST_LIMIT) {
-                                tr { td { (u.username) br; small { (u.display_name) } } td { (u.department.as_deref().unwrap_or("-")) } td { (u.kinds.join(", ")) } td { (yes_no(!u.privileged, "no", "yes")) } }
-                            }
-                        }
-                    }
-                    @if let Some(n) = more_note(r.sms_only.len()) { p.note { (n) } }
-                }
-            }
-            section #exceptions {
-                h2 { "Active policy exceptions" }
-                @if r.exceptions.is_empty() { (empty("No active exceptions.")) }
-                @else {
-                    table {
-                        thead { tr { th { "Policy" } th { "Subject" } th { "Reason" } th { "Requested by" } th { "Approved by" } th { "Ends" } th.num { "Days left" } } }
-                        tbody {
-                            @for e in &r.exceptions {
-                                tr { td { (e.exception.policy_id) } td { (e.exception.subject) } td { (e.exception.reason) } td { (e.exception.requested_by) } td { (e.exception.approved_by) } td { (fmt_time(e.exception.expires_at, false)) } td.num { (e.days_left) } }
-                            }
-                        }
-                    }
-                }
-            }
-            section #break-glass {
-                h2 { "Break-glass accounts" }
-                @if r.break_glass.is_empty() { (empty("No break-glass accounts.")) }
-                @else {
-                    table {
-                        thead { tr { th { "Account" } th.num { "Test every (days)" } th { "Last test" } th { "Next test due" } th { "Last use" } th { "Strongest method" } } }
-                        tbody {
-                            @for b in &r.break_glass {
-                                tr {
-                                    td { (b.account.username) }
-                                    td.num { (b.account.test_interval_days) }
-                                    td { (fmt_opt(b.account.last_test_at)) }
-                                    td { (fmt_time(b.next_test_due, false)) " " (yes_no(!b.test_overdue, "", "OVERDUE")) }
-                                    td { (fmt_opt(b.account.last_use_at)) }
-                                    td { (b.strongest_method.as_deref().map(kind_name).unwrap_or_else(|| "none".into())) }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            section #policies {
-                h2 { "Conditional-access policies" }
-                @if r.policies.is_empty() { (empty("No conditional-access policies are defined.")) }
-                @else {
-                    table {
-                        thead { tr { th { "Policy" } th { "State" } th.num { "Version" } th { "Last changed" } th { "Changed by" } th.num { "Changes in period" } } }
-                        tbody {
-                            @for p in &r.policies {
-                                tr { td { (p.name) br; small { (p.id) } } td { (p.state.replace('_', " ")) } td.num { (p.version) } td { (fmt_time(p.updated_at, false)) } td { (p.changed_by) } td.num { (p.changes_in_period) } }
-                            }
-                        }
-                    }
-                }
-            }
-            section #enforcement {
-                h2 { "Enforcement proof" }
-                p { (r.enforcement.attempts) " sign-in attempts in the period: " strong { (r.enforcement.completed) " completed" } ", " (r.enforcement.failed) " refused or failed." }
-                h3 { "Completed sign-ins that met each strength" }
-                div.chart { (bar_chart(&r.enforcement.met.iter().map(|m| (m.name.replace('_', " "), m.count, format!("{} ({})", m.count, fmt_pct(m.pct)))).collect::<Vec<_>>())) }
-                table {
-                    thead { tr { th { "Strength achieved (acr)" } th.num { "Completed sign-ins" } th.num { "Share" } } }
-                    tbody {
-                        @for m in &r.enforcement.by_acr { tr { td { (m.name) } td.num { (m.count) } td.num { (fmt_pct(m.pct)) } } }
-                    }
-                }
-                @if !r.enforcement.required.is_empty() {
-                    h3 { "Strengths required by policy" }
-                    table {
-                        thead { tr { th { "Required strength" } th.num { "Completed sign-ins" } th.num { "Met it" } th.num { "Share" } } }
-                        tbody {
-                            @for q in &r.enforcement.required { tr { td { (q.strength) } td.num { (q.completed) } td.num { (q.met) } td.num { (fmt_pct(q.pct)) } } }
-                        }
-                    }
-                }
-                @if !r.enforcement.failures_by_reason.is_empty() {
-                    h3 { "Refused and failed sign-ins by reason" }
-                    table {
-                        thead { tr { th { "Reason" } th.num { "Attempts" } th.num { "Share" } } }
-                        tbody {
-                            @for m in &r.enforcement.failures_by_reason { tr { td { (m.name.replace('_', " ")) } td.num { (m.count) } td.num { (fmt_pct(m.pct)) } } }
-                        }
-                    }
-                }
-            }
-            section #detections {
-                h2 { "Detections and their handling" }
-                p { (r.detections.total) " alerts raised in the period: " (r.detections.handled) " handled (acknowledged), " (yes_no(r.detections.open == 0, "0 open", &format!("{} open", r.detections.open))) "." }
-                @if !r.detections.by_kind.is_empty() {
-                    table {
-                        thead { tr { th { "Detection" } th { "Severity" } th.num { "Raised" } th.num { "Handled" } th.num { "Open" } } }
-                        tbody {
-                            @for d in &r.detections.by_kind { tr { td { (d.kind.replace('_', " ")) } td { (d.severity) } td.num { (d.total) } td.num { (d.handled) } td.num { (d.open) } } }
-                        }
-                    }
-                }
-            }
-            section #audit {
-                h2 { "Audit chain integrity" }
-                p {
-                    "The audit log is a SHA-256 hash chain; every event names the hash of the one before. Verification recomputed all "
-                    (r.audit_chain.length) " events: " (yes_no(r.audit_chain.ok, "the chain is intact", "the chain is BROKEN")) "."
-                }
-                @if let Some(b) = &r.audit_chain.first_broken { p.bad { "First broken link: " (b) } }
-                p { "Head hash at generation: " span.hash { (r.audit_chain.head_hash) } }
-            }
-        }
+fn figures(h: &mut Html, figures: &[Figure]) {
+    h.tag("<dl class=\"figures\">");
+    for f in figures {
+        h.tag("<div class=\"figure\">")
+            .el("dt", "", f.label)
+            .tag("<dd>")
+            .text(&f.value)
+            .el("small", "", &f.detail)
+            .tag("</dd></div>");
     }
+    h.tag("</dl>");
 }
 
-/// Coverage over time as a line on a 0–100% grid.
-fn coverage_chart(points: &[CoveragePoint]) -> Markup {
-    let (w, h, left, top, bottom) = (640.0, 220.0, 44.0, 12.0, 30.0);
-    let pw = w - left - 12.0;
-    let ph = h - top - bottom;
-    let (t0, t1) = match (points.first(), points.last()) {
-        (Some(a), Some(b)) => (a.at, b.at),
-        _ => return empty("No data."),
+fn cell(h: &mut Html, c: &Cell) {
+    match c {
+        Cell::Text(s) => h.text(s),
+        Cell::Label { shown, .. } => h.text(shown),
+        Cell::List(l) => h.text(&l.join(", ")),
+        Cell::Number(n) => h.text(&n.to_string()),
+        Cell::Percent(p) => h.text(&fmt_pct(*p)),
+        Cell::Time(t) => h.text(&fmt_opt(*t)),
+        Cell::Hash(s) => h.el("span", "hash", s),
+        Cell::Flag { shown, good, .. } => h.el("span", if *good { "ok" } else { "bad" }, shown),
     };
+}
+
+fn table(h: &mut Html, t: &Table) {
+    if t.rows.is_empty() {
+        match t.when_empty {
+            WhenEmpty::Omit => return,
+            WhenEmpty::Say(s) => {
+                h.el("p", "empty", s);
+                return;
+            }
+            WhenEmpty::Header => {}
+        }
+    }
+    let cols = t.doc_columns();
+    let num = |numeric: bool| if numeric { " class=\"num\"" } else { "" };
+    h.tag("<table><thead><tr>");
+    for c in &cols {
+        let _ = write!(h.0, "<th{}>", num(c.column.numeric()));
+        h.text(c.column.title).tag("</th>");
+    }
+    h.tag("</tr></thead><tbody>");
+    for r in t.doc_rows() {
+        h.tag("<tr>");
+        for c in &cols {
+            let _ = write!(h.0, "<td{}>", num(c.column.numeric()));
+            cell(h, &r[c.index]);
+            if let Some(b) = c.beneath.filter(|b| !r[*b].is_empty()) {
+                h.tag("<br><small>");
+                cell(h, &r[b]);
+                h.tag("</small>");
+            }
+            h.tag("</td>");
+        }
+        h.tag("</tr>");
+    }
+    h.tag("</tbody></table>");
+    if let Some(n) = t.cut_note() {
+        h.el("p", "note", &n);
+    }
+}
+
+fn chart(h: &mut Html, c: &Chart) {
+    if c.plot.is_empty() {
+        h.el("p", "empty", c.empty);
+        return;
+    }
+    h.tag("<div class=\"chart\">");
+    match &c.plot {
+        Plot::Line { description, points } => line_chart(h, description, points),
+        Plot::Bars(bars) => bar_chart(h, bars),
+    }
+    h.tag("</div>");
+}
+
+/// A share over time as a line on a 0–100% grid.
+fn line_chart(h: &mut Html, description: &str, points: &[LinePoint]) {
+    let (w, ht, left, top, bottom) = (640.0, 220.0, 44.0, 12.0, 30.0);
+    let pw = w - left - 12.0;
+    let ph = ht - top - bottom;
+    let (first, last) = (&points[0], &points[points.len() - 1]);
+    let (t0, t1) = (first.at, last.at);
     let x = |t: i64| {
         left + if t1 > t0 {
             (t - t0) as f64 / (t1 - t0) as f64 * pw
@@ -282,47 +259,136 @@ fn coverage_chart(points: &[CoveragePoint]) -> Markup {
         }
     };
     let y = |p: f64| top + ph - p / 100.0 * ph;
-    // Before anyone existed there is no coverage to draw (not a 0%).
     let line: Vec<String> = points
         .iter()
-        .filter(|p| p.users > 0)
+        .filter(|p| p.counted)
         .map(|p| format!("{:.1},{:.1}", x(p.at), y(p.pct)))
         .collect();
     let mid = &points[points.len() / 2];
-    let last = points.last().expect("not empty");
-    html! {
-        svg xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {w} {h}")) width=(w) height=(h) role="img" aria-labelledby="cov-title" {
-            title #cov-title { "MFA coverage over the period, from " (fmt_pct(points[0].pct)) " to " (fmt_pct(last.pct)) }
-            @for g in [0.0, 25.0, 50.0, 75.0, 100.0] {
-                line x1=(left) x2=(left + pw) y1=(y(g)) y2=(y(g)) stroke="#d5dbe5" stroke-width="1" {}
-                text x=(left - 6.0) y=(y(g) + 4.0) text-anchor="end" font-size="11" fill="#4a5468" { (g) "%" }
-            }
-            polyline points=(line.join(" ")) fill="none" stroke="#1f4e8c" stroke-width="2.5" {}
-            circle cx=(x(last.at)) cy=(y(last.pct)) r="4" fill="#1f4e8c" {}
-            // Above the point, or below it when the point is at the top edge.
-            text x=(x(last.at) - 6.0) y=(if y(last.pct) - 8.0 < top + 10.0 { y(last.pct) + 16.0 } else { y(last.pct) - 8.0 }) text-anchor="end" font-size="12" font-weight="bold" fill="#1a1f2b" { (fmt_pct(last.pct)) }
-            @for (p, anchor) in [(&points[0], "start"), (mid, "middle"), (last, "end")] {
-                text x=(x(p.at)) y=(h - 10.0) text-anchor=(anchor) font-size="11" fill="#4a5468" { (fmt_time(p.at, true)) }
-            }
-        }
+    let _ = write!(
+        h.0,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {ht}\" width=\"{w}\" height=\"{ht}\" \
+         role=\"img\" aria-labelledby=\"cov-title\"><title id=\"cov-title\">"
+    );
+    h.text(description).tag("</title>");
+    for g in [0.0, 25.0, 50.0, 75.0, 100.0] {
+        let _ = write!(
+            h.0,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#d5dbe5\" stroke-width=\"1\"></line>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"11\" fill=\"#4a5468\">{g}%</text>",
+            left + pw,
+            y(g),
+            y(g),
+            left - 6.0,
+            y(g) + 4.0
+        );
     }
+    let _ = write!(
+        h.0,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f4e8c\" stroke-width=\"2.5\"></polyline>\
+         <circle cx=\"{}\" cy=\"{}\" r=\"4\" fill=\"#1f4e8c\"></circle>",
+        line.join(" "),
+        x(last.at),
+        y(last.pct)
+    );
+    // Above the point, or below it when the point is at the top edge.
+    let label_y = if y(last.pct) - 8.0 < top + 10.0 {
+        y(last.pct) + 16.0
+    } else {
+        y(last.pct) - 8.0
+    };
+    let _ = write!(
+        h.0,
+        "<text x=\"{}\" y=\"{label_y}\" text-anchor=\"end\" font-size=\"12\" font-weight=\"bold\" fill=\"#1a1f2b\">",
+        x(last.at) - 6.0
+    );
+    h.text(&fmt_pct(last.pct)).tag("</text>");
+    for (p, anchor) in [(first, "start"), (mid, "middle"), (last, "end")] {
+        let _ = write!(
+            h.0,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"{anchor}\" font-size=\"11\" fill=\"#4a5468\">",
+            x(p.at),
+            ht - 10.0
+        );
+        h.text(&fmt_time(p.at, true)).tag("</text>");
+    }
+    h.tag("</svg>");
 }
 
-/// Horizontal bars: (label, value, value text), scaled to the largest value.
-fn bar_chart(items: &[(String, i64, String)]) -> Markup {
-    let max = items.iter().map(|i| i.1).max().unwrap_or(0).max(1) as f64;
+/// Horizontal bars, scaled to the largest value.
+fn bar_chart(h: &mut Html, bars: &[Bar]) {
+    let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
     let (w, row, label_w, value_w) = (640.0, 26.0, 200.0, 110.0);
-    let h = row * items.len() as f64 + 6.0;
+    let ht = row * bars.len() as f64 + 6.0;
     let bw = w - label_w - value_w;
-    html! {
-        svg xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {w} {h}")) width=(w) height=(h) role="img" {
-            @for (i, (label, v, text)) in items.iter().enumerate() {
-                @let y = 3.0 + i as f64 * row;
-                text x=(label_w - 8.0) y=(y + 16.0) text-anchor="end" font-size="12" fill="#1a1f2b" { (label) }
-                rect x=(label_w) y=(y + 3.0) width=(bw) height="16" fill="#eef2f8" {}
-                rect x=(label_w) y=(y + 3.0) width=(format!("{:.1}", *v as f64 / max * bw)) height="16" fill="#1f4e8c" {}
-                text x=(label_w + bw + 8.0) y=(y + 16.0) font-size="12" fill="#1a1f2b" { (text) }
-            }
-        }
+    let _ = write!(
+        h.0,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {ht}\" width=\"{w}\" height=\"{ht}\" role=\"img\">"
+    );
+    for (i, b) in bars.iter().enumerate() {
+        let y = 3.0 + i as f64 * row;
+        let _ = write!(
+            h.0,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\" fill=\"#1a1f2b\">",
+            label_w - 8.0,
+            y + 16.0
+        );
+        h.text(&b.label).tag("</text>");
+        let _ = write!(
+            h.0,
+            "<rect x=\"{label_w}\" y=\"{}\" width=\"{bw}\" height=\"16\" fill=\"#eef2f8\"></rect>\
+             <rect x=\"{label_w}\" y=\"{}\" width=\"{:.1}\" height=\"16\" fill=\"#1f4e8c\"></rect>\
+             <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1a1f2b\">",
+            y + 3.0,
+            y + 3.0,
+            b.value as f64 / max * bw,
+            label_w + bw + 8.0,
+            y + 16.0
+        );
+        h.text(&b.text).tag("</text>");
+    }
+    h.tag("</svg>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_core::evidence::{EvidenceInput, EvidenceReport, MethodRow, Period, UserRow};
+
+    #[test]
+    fn escape_covers_text_and_quoted_attributes() {
+        assert_eq!(escape("plain"), "plain");
+        assert_eq!(
+            escape(r#"<a href="x" title='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn user_controlled_strings_come_out_escaped() {
+        let evil = r#"<script>alert("x")</script>' onmouseover="alert(1)"#;
+        let input = EvidenceInput {
+            users: vec![UserRow {
+                username: "mallory".into(),
+                display_name: evil.into(),
+                department: Some(format!("{evil} dept")),
+                active: true,
+                ..Default::default()
+            }],
+            methods: vec![MethodRow {
+                id: "m1".into(),
+                username: "mallory".into(),
+                kind: "sms".into(),
+                active: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let r = EvidenceReport::build(&input, Period::new(0, 86_400).unwrap(), 86_400);
+        let html = document(&super::super::model::build(&r));
+        assert!(html.contains("mallory"), "the user is listed");
+        assert!(!html.contains("<script") && !html.contains("\"alert(") && !html.contains("' onmouseover"));
+        assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#39; onmouseover=&quot;alert(1)"));
+        assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#39; onmouseover=&quot;alert(1) dept"));
     }
 }

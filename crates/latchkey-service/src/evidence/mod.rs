@@ -1,9 +1,11 @@
 //! Evidence reports for auditors and insurers: the figures come from
 //! [`latchkey_core::evidence`] over data the store loads; this module checks
-//! who may ask, and renders the report as JSON, CSV, HTML or PDF.
+//! who may ask, and renders the report as JSON, or as CSV, HTML or PDF from
+//! one format-neutral [model] of its sections.
 
 mod csv;
 mod html;
+mod model;
 mod pdf;
 
 use latchkey_core::evidence::{EvidenceReport, Period};
@@ -14,7 +16,12 @@ use serde_json::json;
 use crate::app::{App, Principal};
 use crate::error::{ServiceError, ServiceResult};
 
-pub use html::{body as html_body, document as html_document, CSS};
+pub use html::CSS;
+
+/// The report as markup to place inside a page (the console); pair it with [`CSS`].
+pub fn html_body(r: &EvidenceReport) -> String {
+    html::body(&model::build(r))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvidenceFormat {
@@ -133,15 +140,6 @@ pub(crate) fn class_name(class: &str) -> &'static str {
     }
 }
 
-/// People lists in the documents (HTML, PDF) stop here; JSON and CSV list everyone.
-pub(crate) const LIST_LIMIT: usize = 200;
-
-/// The note under a list cut at [`LIST_LIMIT`].
-pub(crate) fn more_note(total: usize) -> Option<String> {
-    (total > LIST_LIMIT)
-        .then(|| format!("The first {LIST_LIMIT} of {total} are listed; the JSON and CSV formats list all of them."))
-}
-
 /// A rendered report.
 pub struct Rendered {
     pub content_type: &'static str,
@@ -152,9 +150,9 @@ pub struct Rendered {
 pub fn render(r: &EvidenceReport, format: EvidenceFormat) -> Rendered {
     let body = match format {
         EvidenceFormat::Json => serde_json::to_vec_pretty(r).expect("the report serialises"),
-        EvidenceFormat::Csv => csv::render(r),
-        EvidenceFormat::Html => html::document(r).into_string().into_bytes(),
-        EvidenceFormat::Pdf => pdf::render(r),
+        EvidenceFormat::Csv => csv::render(&model::build(r)),
+        EvidenceFormat::Html => html::document(&model::build(r)).into_bytes(),
+        EvidenceFormat::Pdf => pdf::render(&model::build(r)),
     };
     Rendered {
         content_type: format.content_type(),
@@ -203,6 +201,7 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use super::model::LIST_LIMIT;
     use super::*;
 
     #[test]

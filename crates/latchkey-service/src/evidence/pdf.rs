@@ -9,10 +9,10 @@
 //! footer can name the page count. Content streams are left uncompressed:
 //! the figures stay searchable in the raw file.
 
-use latchkey_core::evidence::{CoveragePoint, EvidenceReport};
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
-use super::{class_name, fmt_opt, fmt_pct, fmt_share, fmt_time, kind_name, more_note, LIST_LIMIT};
+use super::model::{Bar, Block, Cell, Chart, Document, Figure, LinePoint, Plot, Span, Table, WhenEmpty};
+use super::{fmt_opt, fmt_pct, fmt_time};
 
 const W: f32 = 595.0;
 const H: f32 = 842.0;
@@ -134,13 +134,6 @@ enum Op {
     },
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Align {
-    Left,
-    Right,
-}
-use Align::{Left as L, Right as R};
-
 struct Doc {
     pages: Vec<Vec<Op>>,
     y: f32,
@@ -214,59 +207,166 @@ impl Doc {
         self.para(s, 9.5, MUTED);
     }
 
-    /// A table: columns as (title, share of the width, alignment). Cells
-    /// that do not fit are cut with "..."; the header repeats after a page break.
-    fn table(&mut self, cols: &[(&str, f32, Align)], rows: &[Vec<String>]) {
-        const ROW: f32 = 16.0;
-        const SIZE: f32 = 8.5;
-        let total: f32 = cols.iter().map(|c| c.1).sum();
-        let widths: Vec<f32> = cols.iter().map(|c| c.1 / total * CONTENT_W).collect();
-        let header = |d: &mut Doc| {
-            d.rect(LEFT, d.y - ROW, CONTENT_W, ROW, SHADE);
+    /// A paragraph of styled runs, wrapped by words across them.
+    fn rich(&mut self, spans: &[Span], size: f32) {
+        // Words as (style, text) pieces: "verified," is two styles, one word.
+        let mut words: Vec<Vec<(Style, String)>> = vec![vec![]];
+        for span in spans {
+            let (style, s) = match span {
+                Span::Text(t) => (Style::Plain, t),
+                Span::Strong(t) => (Style::Strong, t),
+                Span::Hash(t) => (Style::Hash, t),
+                Span::Verdict { text, good } => (Style::Verdict(*good), text),
+            };
+            for (i, part) in s.split(' ').enumerate() {
+                if i > 0 && !words.last().expect("a word").is_empty() {
+                    words.push(vec![]);
+                }
+                if part.is_empty() {
+                    continue;
+                }
+                let w = words.last_mut().expect("a word");
+                match w.last_mut() {
+                    Some((st, t)) if *st == style => t.push_str(part),
+                    _ => w.push((style, part.to_owned())),
+                }
+            }
+        }
+        words.retain(|w| !w.is_empty());
+        let word_w = |w: &[(Style, String)]| w.iter().map(|(st, t)| width(t, st.size(size), st.bold())).sum::<f32>();
+        let space = width(" ", size, false);
+        let mut lines: Vec<Vec<(Style, String)>> = vec![];
+        let mut line: Vec<(Style, String)> = vec![];
+        let mut line_w = 0.0;
+        for w in words {
+            let ww = word_w(&w);
+            if !line.is_empty() && line_w + space + ww > CONTENT_W {
+                lines.push(std::mem::take(&mut line));
+                line_w = 0.0;
+            }
+            // Pieces of one style run on across words as one text: searchable.
+            for (i, (st, t)) in w.into_iter().enumerate() {
+                match line.last_mut() {
+                    Some((last, text)) if *last == st => {
+                        if i == 0 {
+                            text.push(' ');
+                        }
+                        text.push_str(&t);
+                    }
+                    Some(_) if i == 0 => {
+                        if let Some((_, text)) = line.last_mut() {
+                            text.push(' ');
+                        }
+                        line.push((st, t));
+                    }
+                    _ => line.push((st, t)),
+                }
+            }
+            line_w += if line_w > 0.0 { space } else { 0.0 } + ww;
+        }
+        if !line.is_empty() {
+            lines.push(line);
+        }
+        for l in lines {
+            self.ensure(size + 4.0);
             let mut x = LEFT;
-            for (c, w) in cols.iter().zip(&widths) {
-                let t = fit(c.0, SIZE, true, w - 8.0);
-                match c.2 {
-                    L => d.text(x + 4.0, d.y - 11.5, SIZE, true, INK, &t),
-                    R => d.text_right(x + w - 4.0, d.y - 11.5, SIZE, true, INK, &t),
+            for (st, t) in l {
+                let s = st.size(size);
+                self.text(x, self.y - size, s, st.bold(), st.color(), &t);
+                x += width(&t, s, st.bold());
+            }
+            self.y -= size + 4.0;
+        }
+        self.y -= 6.0;
+    }
+
+    /// A table of the model: the documents' columns, widths by their
+    /// weights, a cell shown beneath another on a second line. Cells that do
+    /// not fit are cut with "..." (a time falls back to its date first);
+    /// the header repeats after a page break.
+    fn table(&mut self, t: &Table) {
+        const SIZE: f32 = 8.5;
+        const SMALL: f32 = 7.5;
+        if t.rows.is_empty() {
+            match t.when_empty {
+                WhenEmpty::Omit => return,
+                WhenEmpty::Say(s) => return self.empty(s),
+                WhenEmpty::Header => {}
+            }
+        }
+        let cols = t.doc_columns();
+        let total: f32 = cols.iter().map(|c| c.column.weight).sum();
+        let widths: Vec<f32> = cols.iter().map(|c| c.column.weight / total * CONTENT_W).collect();
+        let titles: Vec<Vec<String>> = cols
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let mut l = wrap(c.column.title, SIZE, true, w - 8.0);
+                l.truncate(2);
+                l
+            })
+            .collect();
+        let head_h = if titles.iter().any(|l| l.len() > 1) { 26.0 } else { 16.0 };
+        let row_h = if t.has_beneath() { 25.0 } else { 16.0 };
+        let header = |d: &mut Doc| {
+            d.rect(LEFT, d.y - head_h, CONTENT_W, head_h, SHADE);
+            let mut x = LEFT;
+            for ((c, w), lines) in cols.iter().zip(&widths).zip(&titles) {
+                for (i, l) in lines.iter().enumerate() {
+                    let y = d.y - 11.5 - i as f32 * 10.0;
+                    match c.column.numeric() {
+                        false => d.text(x + 4.0, y, SIZE, true, INK, l),
+                        true => d.text_right(x + w - 4.0, y, SIZE, true, INK, l),
+                    }
                 }
                 x += w;
             }
-            d.line(vec![(LEFT, d.y - ROW), (RIGHT, d.y - ROW)], 0.8, MUTED);
-            d.y -= ROW;
+            d.line(vec![(LEFT, d.y - head_h), (RIGHT, d.y - head_h)], 0.8, MUTED);
+            d.y -= head_h;
         };
         // Small tables stay on one page; long ones break with the header repeated.
-        self.ensure(ROW * (rows.len().min(8) as f32 + 1.0) + 4.0);
+        self.ensure(head_h + row_h * t.rows.len().min(8) as f32 + 4.0);
         header(self);
-        for row in rows {
-            if self.y - ROW < BOTTOM {
+        for row in t.doc_rows() {
+            if self.y - row_h < BOTTOM {
                 self.new_page();
                 header(self);
             }
             let mut x = LEFT;
-            for ((cell, c), w) in row.iter().zip(cols).zip(&widths) {
-                let color = match cell.as_str() {
-                    "OVERDUE" | "no" | "BROKEN" => BAD,
-                    _ => INK,
-                };
-                let t = fit(cell, SIZE, false, w - 8.0);
-                match c.2 {
-                    L => self.text(x + 4.0, self.y - 11.5, SIZE, false, color, &t),
-                    R => self.text_right(x + w - 4.0, self.y - 11.5, SIZE, false, color, &t),
+            for (c, w) in cols.iter().zip(&widths) {
+                let (s, color) = cell(&row[c.index], SIZE, w - 8.0);
+                match c.column.numeric() {
+                    false => self.text(x + 4.0, self.y - 11.5, SIZE, false, color, &s),
+                    true => self.text_right(x + w - 4.0, self.y - 11.5, SIZE, false, color, &s),
+                }
+                if let Some(b) = c.beneath.filter(|b| !row[*b].is_empty()) {
+                    let (s, _) = cell(&row[b], SMALL, w - 8.0);
+                    self.text(x + 4.0, self.y - 21.0, SMALL, false, MUTED, &s);
                 }
                 x += w;
             }
-            self.line(vec![(LEFT, self.y - ROW), (RIGHT, self.y - ROW)], 0.4, RULE);
-            self.y -= ROW;
+            self.line(vec![(LEFT, self.y - row_h), (RIGHT, self.y - row_h)], 0.4, RULE);
+            self.y -= row_h;
         }
         self.y -= 12.0;
+        if let Some(n) = t.cut_note() {
+            self.para(&n, 9.0, MUTED);
+        }
     }
 
-    /// Coverage over time: a line on a 0–100% grid.
-    fn coverage_chart(&mut self, points: &[CoveragePoint]) {
-        let (Some(first), Some(last)) = (points.first(), points.last()) else {
-            return self.empty("No data.");
-        };
+    fn chart(&mut self, c: &Chart) {
+        if c.plot.is_empty() {
+            return self.empty(c.empty);
+        }
+        match &c.plot {
+            Plot::Line { points, .. } => self.line_chart(points),
+            Plot::Bars(b) => self.bars(b),
+        }
+    }
+
+    /// A share over time: a line on a 0–100% grid.
+    fn line_chart(&mut self, points: &[LinePoint]) {
+        let (first, last) = (&points[0], &points[points.len() - 1]);
         let (h, left) = (150.0, LEFT + 34.0);
         self.ensure(h + 30.0);
         let (bottom, top) = (self.y - h, self.y - 8.0);
@@ -283,11 +383,10 @@ impl Doc {
             self.line(vec![(left, y(g)), (left + pw, y(g))], 0.5, RULE);
             self.text_right(left - 5.0, y(g) - 3.0, 8.0, false, MUTED, &format!("{g}%"));
         }
-        // Before anyone existed there is no coverage to draw (not a 0%).
         self.line(
             points
                 .iter()
-                .filter(|p| p.users > 0)
+                .filter(|p| p.counted)
                 .map(|p| (x(p.at), y(p.pct)))
                 .collect(),
             2.0,
@@ -312,12 +411,12 @@ impl Doc {
     }
 
     /// Horizontal bars scaled to the largest value.
-    fn bars(&mut self, items: &[(String, i64, String)]) {
+    fn bars(&mut self, bars: &[Bar]) {
         const ROW: f32 = 18.0;
-        let max = items.iter().map(|i| i.1).max().unwrap_or(0).max(1) as f32;
+        let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f32;
         let (label_w, value_w) = (150.0, 90.0);
         let bw = CONTENT_W - label_w - value_w;
-        for (label, v, text) in items {
+        for b in bars {
             self.ensure(ROW);
             let y = self.y - ROW;
             self.text_right(
@@ -326,29 +425,117 @@ impl Doc {
                 9.0,
                 false,
                 INK,
-                &fit(label, 9.0, false, label_w - 10.0),
+                &fit(&b.label, 9.0, false, label_w - 10.0),
             );
             self.rect(LEFT + label_w, y + 2.0, bw, 12.0, SHADE);
-            self.rect(LEFT + label_w, y + 2.0, *v as f32 / max * bw, 12.0, ACCENT);
-            self.text(LEFT + label_w + bw + 8.0, y + 5.0, 9.0, false, INK, text);
+            self.rect(LEFT + label_w, y + 2.0, b.value as f32 / max * bw, 12.0, ACCENT);
+            self.text(LEFT + label_w + bw + 8.0, y + 5.0, 9.0, false, INK, &b.text);
             self.y -= ROW;
         }
         self.y -= 10.0;
     }
+
+    fn block(&mut self, b: &Block) {
+        match b {
+            Block::Heading(s) => self.subheading(s),
+            Block::Note(s) => self.para(s, 9.0, MUTED),
+            Block::Para(spans) => self.rich(spans, 9.5),
+            Block::Figures(f) => self.cards(f),
+            Block::Table(t) if t.in_documents() => self.table(t),
+            Block::Table(_) => {}
+            Block::Chart(c) => self.chart(c),
+        }
+    }
+
+    /// Key figures as cards, two to a row.
+    fn cards(&mut self, figures: &[Figure]) {
+        let (cw, ch, gap) = ((CONTENT_W - 12.0) / 2.0, 64.0, 12.0);
+        for pair in figures.chunks(2) {
+            self.ensure(ch + gap);
+            let y = self.y - ch;
+            for (i, f) in pair.iter().enumerate() {
+                let x = LEFT + i as f32 * (cw + gap);
+                self.rect(x, y, cw, ch, SHADE);
+                self.rect(x, y, 3.0, ch, ACCENT);
+                self.text(
+                    x + 12.0,
+                    y + ch - 16.0,
+                    9.0,
+                    false,
+                    MUTED,
+                    &fit(f.label, 9.0, false, cw - 20.0),
+                );
+                self.text(x + 12.0, y + ch - 40.0, 20.0, true, INK, &f.value);
+                self.text(
+                    x + 12.0,
+                    y + 10.0,
+                    8.5,
+                    false,
+                    MUTED,
+                    &fit(&f.detail, 8.5, false, cw - 20.0),
+                );
+            }
+            self.y -= ch + gap;
+        }
+        self.y -= 6.0;
+    }
 }
 
-fn title_page(d: &mut Doc, r: &EvidenceReport) {
-    let s = &r.summary;
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Plain,
+    Strong,
+    Hash,
+    Verdict(bool),
+}
+
+impl Style {
+    fn bold(self) -> bool {
+        matches!(self, Style::Strong | Style::Verdict(_))
+    }
+    fn size(self, size: f32) -> f32 {
+        if self == Style::Hash {
+            size - 1.0
+        } else {
+            size
+        }
+    }
+    fn color(self) -> Rgb {
+        match self {
+            Style::Verdict(true) => GOOD,
+            Style::Verdict(false) => BAD,
+            _ => INK,
+        }
+    }
+}
+
+/// A cell's text in `max` points, and its colour.
+fn cell(c: &Cell, size: f32, max: f32) -> (String, Rgb) {
+    let s = match c {
+        Cell::Text(s) | Cell::Hash(s) => s.clone(),
+        Cell::Label { shown, .. } => shown.clone(),
+        Cell::List(l) => l.join(", "),
+        Cell::Number(n) => n.to_string(),
+        Cell::Percent(p) => fmt_pct(*p),
+        // The date alone when the time does not fit.
+        Cell::Time(Some(t)) if width(&fmt_time(*t, false), size, false) > max => fmt_time(*t, true),
+        Cell::Time(t) => fmt_opt(*t),
+        Cell::Flag { shown, .. } => (*shown).into(),
+    };
+    let color = match c {
+        Cell::Flag { good: true, .. } => GOOD,
+        Cell::Flag { good: false, .. } => BAD,
+        _ => INK,
+    };
+    (fit(&s, size, false, max), color)
+}
+
+/// The title page: the report's name, period, the summary section's
+/// figures and findings, and the contents.
+fn title_page(d: &mut Doc, doc: &Document) {
     d.rect(LEFT, 748.0, 6.0, 50.0, ACCENT);
-    d.text(LEFT + 16.0, 772.0, 26.0, true, INK, "MFA evidence report");
-    d.text(
-        LEFT + 16.0,
-        752.0,
-        11.0,
-        false,
-        MUTED,
-        "Latchkey · policy intent and enforcement proof",
-    );
+    d.text(LEFT + 16.0, 772.0, 26.0, true, INK, doc.title);
+    d.text(LEFT + 16.0, 752.0, 11.0, false, MUTED, doc.subtitle);
     d.text(LEFT, 716.0, 10.0, true, INK, "Period");
     d.text(
         LEFT + 80.0,
@@ -356,478 +543,43 @@ fn title_page(d: &mut Doc, r: &EvidenceReport) {
         10.0,
         false,
         INK,
-        &format!("{} to {}", fmt_time(r.period.from, false), fmt_time(r.period.to, false)),
+        &format!(
+            "{} to {}",
+            fmt_time(doc.period.from, false),
+            fmt_time(doc.period.to, false)
+        ),
     );
     d.text(LEFT, 700.0, 10.0, true, INK, "Generated");
-    d.text(LEFT + 80.0, 700.0, 10.0, false, INK, &fmt_time(r.generated_at, false));
-
-    let cards: [(&str, String, String); 8] = [
-        (
-            "MFA coverage",
-            fmt_share(s.mfa_coverage_pct, s.users),
-            format!("{} of {} active users", s.users_with_mfa, s.users),
-        ),
-        (
-            "Privileged users, phishing resistant",
-            fmt_share(s.privileged_phishing_resistant_pct, s.privileged_users),
-            format!(
-                "{} of {} privileged users",
-                s.privileged_phishing_resistant, s.privileged_users
-            ),
-        ),
-        (
-            "Users on SMS/voice only",
-            s.sms_only_users.to_string(),
-            "telephony is their only factor".into(),
-        ),
-        (
-            "Active exceptions",
-            s.active_exceptions.to_string(),
-            "each with end date and approver".into(),
-        ),
-        (
-            "Break-glass tests overdue",
-            s.break_glass_tests_overdue.to_string(),
-            format!("of {} break-glass accounts", s.break_glass_accounts),
-        ),
-        (
-            "Completed sign-ins",
-            s.signins_completed.to_string(),
-            format!(
-                "{} phishing resistant",
-                fmt_share(s.signins_phishing_resistant_pct, s.signins_completed)
-            ),
-        ),
-        (
-            "Detections in period",
-            s.detections.to_string(),
-            format!("{} open", s.detections_open),
-        ),
-        (
-            "Conditional-access policies",
-            s.policies.to_string(),
-            format!("{} changes in period", s.policy_changes_in_period),
-        ),
-    ];
-    let (cw, ch, gap) = ((CONTENT_W - 12.0) / 2.0, 64.0, 12.0);
-    let top = 670.0;
-    for (i, (label, value, detail)) in cards.iter().enumerate() {
-        let x = LEFT + (i % 2) as f32 * (cw + gap);
-        let y = top - (i / 2) as f32 * (ch + gap) - ch;
-        d.rect(x, y, cw, ch, SHADE);
-        d.rect(x, y, 3.0, ch, ACCENT);
-        d.text(
-            x + 12.0,
-            y + ch - 16.0,
-            9.0,
-            false,
-            MUTED,
-            &fit(label, 9.0, false, cw - 20.0),
-        );
-        d.text(x + 12.0, y + ch - 40.0, 20.0, true, INK, value);
-        d.text(
-            x + 12.0,
-            y + 10.0,
-            8.5,
-            false,
-            MUTED,
-            &fit(detail, 8.5, false, cw - 20.0),
-        );
+    d.text(LEFT + 80.0, 700.0, 10.0, false, INK, &fmt_time(doc.generated_at, false));
+    d.y = 670.0;
+    if let Some(summary) = doc.sections.first() {
+        for b in &summary.blocks {
+            d.block(b);
+        }
     }
-    let y = top - 4.0 * (ch + gap) - 14.0;
-    d.text(LEFT, y, 11.0, true, INK, "Audit chain");
-    let (status, color) = if s.audit_chain_ok {
-        ("verified: intact", GOOD)
-    } else {
-        ("BROKEN", BAD)
-    };
-    d.text(LEFT + 80.0, y, 11.0, true, color, status);
-    d.text(
-        LEFT + 80.0 + width(status, 11.0, true) + 8.0,
-        y,
-        10.0,
-        false,
-        INK,
-        &format!("({} events)", r.audit_chain.length),
-    );
-    d.text(LEFT, y - 16.0, 9.0, false, MUTED, "Head hash");
-    d.text(LEFT + 80.0, y - 16.0, 8.0, false, INK, &s.audit_head_hash);
-
-    d.y = y - 44.0;
+    d.y -= 22.0;
     d.text(LEFT, d.y, 11.0, true, INK, "Contents");
     d.y -= 6.0;
-    for (i, t) in SECTIONS.iter().enumerate() {
+    for (i, s) in doc.sections.iter().skip(1).enumerate() {
         d.y -= 14.0;
-        d.text(LEFT + 10.0, d.y, 9.5, false, INK, &format!("{}. {t}", i + 1));
+        d.text(LEFT + 10.0, d.y, 9.5, false, INK, &format!("{}. {}", i + 1, s.title));
     }
     d.y -= 20.0;
-    d.para(
-        "State figures (coverage, privileged accounts, exceptions, break-glass, policies, audit chain) are as of the \
-         generation time; activity figures (enforcement, detections, policy changes, coverage over time) cover the period.",
-        8.5,
-        MUTED,
-    );
+    d.para(doc.scope_note, 8.5, MUTED);
 }
 
-const SECTIONS: [&str; 9] = [
-    "MFA coverage",
-    "Privileged accounts",
-    "Users on SMS or voice only",
-    "Active policy exceptions",
-    "Break-glass accounts",
-    "Conditional-access policies",
-    "Enforcement proof",
-    "Detections and their handling",
-    "Audit chain integrity",
-];
-
-fn yes(b: bool) -> String {
-    if b { "yes" } else { "no" }.into()
-}
-
-fn sections(d: &mut Doc, r: &EvidenceReport) {
+/// The other sections, numbered as in the contents.
+fn sections(d: &mut Doc, doc: &Document) {
     d.new_page();
-    d.heading(&format!("1. {}", SECTIONS[0]));
-    d.para(
-        "A user is covered with at least one active second factor (authenticator app, push, passkey or security key, \
-         SMS, voice); recovery codes and temporary passes do not count. Active users only.",
-        9.0,
-        MUTED,
-    );
-    d.table(
-        &[
-            ("Scope", 3.0, L),
-            ("Users", 1.0, R),
-            ("With MFA", 1.0, R),
-            ("Phishing resistant", 1.4, R),
-            ("Coverage", 1.0, R),
-        ],
-        &r.coverage
-            .iter()
-            .map(|c| {
-                vec![
-                    c.scope.clone(),
-                    c.users.to_string(),
-                    c.with_mfa.to_string(),
-                    c.phishing_resistant.to_string(),
-                    fmt_pct(c.pct),
-                ]
-            })
-            .collect::<Vec<_>>(),
-    );
-    d.subheading("Coverage over the period");
-    d.coverage_chart(&r.coverage_over_time);
-    d.subheading("Methods mix (users holding each kind)");
-    if r.methods_mix.is_empty() {
-        d.empty("No active MFA methods.");
-    } else {
-        d.bars(
-            &r.methods_mix
-                .iter()
-                .map(|m| (kind_name(&m.kind), m.users, format!("{} ({})", m.users, fmt_pct(m.pct))))
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    d.heading(&format!("2. {}", SECTIONS[1]));
-    d.para(
-        &format!(
-            "Accounts holding an administrative role (admin, helpdesk, security_admin): {} of {} have a phishing-resistant \
-             method ({}).",
-            r.summary.privileged_phishing_resistant,
-            r.summary.privileged_users,
-            fmt_share(r.summary.privileged_phishing_resistant_pct, r.summary.privileged_users)
-        ),
-        9.0,
-        MUTED,
-    );
-    if r.privileged.is_empty() {
-        d.empty("No privileged accounts.");
-    } else {
-        d.table(
-            &[
-                ("Account", 1.8, L),
-                ("Roles", 1.8, L),
-                ("Strongest method", 2.2, L),
-                ("Class", 1.6, L),
-                ("Phishing resistant", 1.6, L),
-            ],
-            &r.privileged
-                .iter()
-                .take(LIST_LIMIT)
-                .map(|p| {
-                    vec![
-                        p.username.clone(),
-                        p.roles.join(", "),
-                        p.strongest_method
-                            .as_deref()
-                            .map(kind_name)
-                            .unwrap_or_else(|| "none".into()),
-                        class_name(&p.strength_class).into(),
-                        yes(p.phishing_resistant),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-        if let Some(n) = more_note(r.privileged.len()) {
-            d.para(&n, 9.0, MUTED);
+    for (i, s) in doc.sections.iter().enumerate().skip(1) {
+        d.heading(&format!("{i}. {}", s.title));
+        for b in &s.blocks {
+            d.block(b);
         }
     }
-
-    d.heading(&format!("3. {}", SECTIONS[2]));
-    if r.sms_only.is_empty() {
-        d.empty("No user relies on telephony alone.");
-    } else {
-        d.table(
-            &[
-                ("User", 2.0, L),
-                ("Display name", 2.2, L),
-                ("Department", 1.6, L),
-                ("Methods", 1.4, L),
-                ("Privileged", 1.0, L),
-            ],
-            &r.sms_only
-                .iter()
-                .take(LIST_LIMIT)
-                .map(|u| {
-                    vec![
-                        u.username.clone(),
-                        u.display_name.clone(),
-                        u.department.clone().unwrap_or_else(|| "-".into()),
-                        u.kinds.join(", "),
-                        if u.privileged { "YES".into() } else { "-".into() },
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-        if let Some(n) = more_note(r.sms_only.len()) {
-            d.para(&n, 9.0, MUTED);
-        }
-    }
-
-    d.heading(&format!("4. {}", SECTIONS[3]));
-    if r.exceptions.is_empty() {
-        d.empty("No active exceptions.");
-    } else {
-        d.table(
-            &[
-                ("Policy", 1.2, L),
-                ("Subject", 1.5, L),
-                ("Reason", 2.0, L),
-                ("Requested by", 1.3, L),
-                ("Approved by", 1.2, L),
-                ("Ends", 1.1, L),
-                ("Days left", 1.0, R),
-            ],
-            &r.exceptions
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.exception.policy_id.clone(),
-                        e.exception.subject.clone(),
-                        e.exception.reason.clone(),
-                        e.exception.requested_by.clone(),
-                        e.exception.approved_by.clone(),
-                        fmt_time(e.exception.expires_at, true),
-                        e.days_left.to_string(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    d.heading(&format!("5. {}", SECTIONS[4]));
-    if r.break_glass.is_empty() {
-        d.empty("No break-glass accounts.");
-    } else {
-        d.table(
-            &[
-                ("Account", 1.5, L),
-                ("Every (days)", 1.2, R),
-                ("Last test", 1.9, L),
-                ("Next test due", 1.9, L),
-                ("Status", 1.0, L),
-                ("Strongest method", 1.8, L),
-            ],
-            &r.break_glass
-                .iter()
-                .map(|b| {
-                    vec![
-                        b.account.username.clone(),
-                        b.account.test_interval_days.to_string(),
-                        fmt_opt(b.account.last_test_at),
-                        fmt_time(b.next_test_due, false),
-                        if b.test_overdue {
-                            "OVERDUE".into()
-                        } else {
-                            "on schedule".into()
-                        },
-                        b.strongest_method
-                            .as_deref()
-                            .map(kind_name)
-                            .unwrap_or_else(|| "none".into()),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    d.heading(&format!("6. {}", SECTIONS[5]));
-    if r.policies.is_empty() {
-        d.empty("No conditional-access policies are defined.");
-    } else {
-        d.table(
-            &[
-                ("Policy", 2.2, L),
-                ("State", 1.1, L),
-                ("Version", 0.8, R),
-                ("Last changed", 2.0, L),
-                ("Changed by", 1.4, L),
-                ("Changes in period", 1.6, R),
-            ],
-            &r.policies
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        p.state.replace('_', " "),
-                        p.version.to_string(),
-                        fmt_time(p.updated_at, false),
-                        p.changed_by.clone(),
-                        p.changes_in_period.to_string(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    let e = &r.enforcement;
-    d.heading(&format!("7. {}", SECTIONS[6]));
-    d.para(
-        &format!(
-            "{} sign-in attempts in the period: {} completed, {} refused or failed.",
-            e.attempts, e.completed, e.failed
-        ),
-        9.5,
-        INK,
-    );
-    d.subheading("Completed sign-ins that met each strength");
-    d.bars(
-        &e.met
-            .iter()
-            .map(|m| {
-                (
-                    m.name.replace('_', " "),
-                    m.count,
-                    format!("{} ({})", m.count, fmt_pct(m.pct)),
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
-    d.table(
-        &[
-            ("Strength achieved (acr)", 3.0, L),
-            ("Completed sign-ins", 1.5, R),
-            ("Share", 1.0, R),
-        ],
-        &e.by_acr
-            .iter()
-            .map(|m| vec![m.name.clone(), m.count.to_string(), fmt_pct(m.pct)])
-            .collect::<Vec<_>>(),
-    );
-    if !e.required.is_empty() {
-        d.subheading("Strengths required by policy");
-        d.table(
-            &[
-                ("Required strength", 3.0, L),
-                ("Completed sign-ins", 1.5, R),
-                ("Met it", 1.0, R),
-                ("Share", 1.0, R),
-            ],
-            &e.required
-                .iter()
-                .map(|q| {
-                    vec![
-                        q.strength.clone(),
-                        q.completed.to_string(),
-                        q.met.to_string(),
-                        fmt_pct(q.pct),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-    if !e.failures_by_reason.is_empty() {
-        d.subheading("Refused and failed sign-ins by reason");
-        d.table(
-            &[("Reason", 3.0, L), ("Attempts", 1.5, R), ("Share", 1.0, R)],
-            &e.failures_by_reason
-                .iter()
-                .map(|m| vec![m.name.replace('_', " "), m.count.to_string(), fmt_pct(m.pct)])
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    let t = &r.detections;
-    d.heading(&format!("8. {}", SECTIONS[7]));
-    d.para(
-        &format!(
-            "{} alerts raised in the period: {} handled (acknowledged), {} open.",
-            t.total, t.handled, t.open
-        ),
-        9.5,
-        INK,
-    );
-    if !t.by_kind.is_empty() {
-        d.table(
-            &[
-                ("Detection", 3.0, L),
-                ("Severity", 1.2, L),
-                ("Raised", 1.0, R),
-                ("Handled", 1.0, R),
-                ("Open", 1.0, R),
-            ],
-            &t.by_kind
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.kind.replace('_', " "),
-                        k.severity.clone(),
-                        k.total.to_string(),
-                        k.handled.to_string(),
-                        k.open.to_string(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    let a = &r.audit_chain;
-    d.heading(&format!("9. {}", SECTIONS[8]));
-    d.para(
-        &format!(
-            "The audit log is a SHA-256 hash chain; every event names the hash of the one before. Verification \
-             recomputed all {} events: {}.",
-            a.length,
-            if a.ok {
-                "the chain is intact"
-            } else {
-                "the chain is BROKEN"
-            }
-        ),
-        9.5,
-        if a.ok { INK } else { BAD },
-    );
-    if let Some(b) = &a.first_broken {
-        d.para(&format!("First broken link: {b}"), 9.5, BAD);
-    }
-    d.ensure(20.0);
-    d.text(LEFT, d.y - 10.0, 9.5, true, INK, "Head hash at generation:");
-    d.text(LEFT + 125.0, d.y - 10.0, 8.5, false, INK, &a.head_hash);
-    d.y -= 20.0;
 }
 
-fn page_frame(d: &mut Vec<Op>, r: &EvidenceReport, n: usize, total: usize) {
+fn page_frame(d: &mut Vec<Op>, r: &Document, n: usize, total: usize) {
     let period = format!(
         "Period {} to {}",
         fmt_time(r.period.from, true),
@@ -895,12 +647,12 @@ fn page_frame(d: &mut Vec<Op>, r: &EvidenceReport, n: usize, total: usize) {
         size: 7.0,
         bold: false,
         color: MUTED,
-        s: format!("Audit head {}", r.audit_chain.head_hash),
+        s: format!("Audit head {}", r.audit_head_hash),
     });
     d.extend(ops);
 }
 
-pub fn render(r: &EvidenceReport) -> Vec<u8> {
+pub(super) fn render(r: &Document) -> Vec<u8> {
     let mut d = Doc::new();
     title_page(&mut d, r);
     sections(&mut d, r);
