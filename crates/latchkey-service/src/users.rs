@@ -2,6 +2,7 @@
 //! user's security info.
 
 use latchkey_core::password::check_password_policy;
+use latchkey_core::tap::ChangeKind;
 use latchkey_core::{Role, UserState, Username, VerifyMethod};
 use latchkey_store::{AuditEntry, NewUser, UserRecord};
 use serde_json::json;
@@ -10,6 +11,7 @@ use zeroize::Zeroizing;
 use crate::error::{ServiceError, ServiceResult};
 
 use crate::app::*;
+use crate::recovery::two_person_rule_applies;
 
 impl App {
     // ---- users ---------------------------------------------------------
@@ -118,10 +120,21 @@ impl App {
         self.user(username).await
     }
 
-    pub async fn set_password(&self, p: &Principal, username: &str, password: &str) -> ServiceResult<()> {
+    /// Set `username`'s password. For a privileged user set by someone
+    /// else, `approval` names the approved request (the first call records
+    /// one and answers `ApprovalRequired`).
+    pub async fn set_password(
+        &self,
+        p: &Principal,
+        username: &str,
+        password: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<()> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
         check_password_policy(password)?;
+        let approved = self
+            .authorize_credential_change(p, &user, ChangeKind::Password, "", approval)
+            .await?;
         let params = self.config.password;
         let pw = Zeroizing::new(password.to_owned());
         let phc = tokio::task::spawn_blocking(move || params.hash(&pw))
@@ -129,9 +142,20 @@ impl App {
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let now = self.now();
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            self.consume_change(&mut tx, req, None).await?;
+        }
         tx.set_password_hash(&user.id, &phc, now).await?;
         tx.audit(
-            &AuditEntry::new(p.actor(), "password.set", format!("user:{}", user.username), json!({})),
+            &AuditEntry::new(
+                p.actor(),
+                "password.set",
+                format!("user:{}", user.username),
+                match &approved {
+                    Some(req) => json!({ "request_id": req.id, "approved_by": req.decided_by }),
+                    None => json!({}),
+                },
+            ),
             self.clock.now_ms(),
         )
         .await?;
@@ -152,8 +176,18 @@ impl App {
     /// Registering or removing methods, or changing a password: an admin, or
     /// the user themself with a fresh strong sign-in (or a TAP session). A
     /// stolen password alone never gets this far: there is no password-only
-    /// session.
+    /// session. Someone else's change to a privileged user's security info
+    /// needs a second approver: here it is refused, and the operations that
+    /// take an approval go through [`App::authorize_credential_change`].
     pub(crate) async fn require_register(&self, p: &Principal, target: &UserRecord) -> ServiceResult<()> {
+        if two_person_rule_applies(p, target) {
+            return Err(ServiceError::Forbidden(format!(
+                "'{}' holds a role: someone else's change to their security info needs a second approver \
+                 (a password, authenticator app, recovery codes or removal can be requested; other methods \
+                 they enrol themselves, with an approved pass)",
+                target.username
+            )));
+        }
         if p.is_admin() {
             return Ok(());
         }
@@ -176,6 +210,28 @@ impl App {
                 "you may only change your own security info".into(),
             )),
         }
+    }
+
+    /// Who may change `target`'s credentials, and with which approval: for
+    /// someone else's change to a privileged user, an administrator with an
+    /// approved request for exactly this change (returned, to be consumed in
+    /// the change's transaction); otherwise [`App::require_register`].
+    pub(crate) async fn authorize_credential_change(
+        &self,
+        p: &Principal,
+        target: &UserRecord,
+        kind: ChangeKind,
+        subject: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<Option<latchkey_store::TapRequestRecord>> {
+        if two_person_rule_applies(p, target) {
+            // Only administrators change someone else's security info; check
+            // before a request is recorded that could never be used.
+            p.require_admin()?;
+            return self.gate_privileged_change(p, target, kind, subject, approval).await;
+        }
+        self.require_register(p, target).await?;
+        Ok(None)
     }
 
     pub async fn clear_lockout(&self, p: &Principal, username: &str) -> ServiceResult<()> {

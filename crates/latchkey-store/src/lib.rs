@@ -40,7 +40,7 @@ pub use policy::{
 };
 pub use push::{PushDeviceRecord, PushPromptRecord, SmsCodeRecord};
 pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
-pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
+pub use recovery::{CaseRecord, DeviceRecord, NewChangeRequest, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
 pub use webauthn::{CeremonyRecord, NewWebauthnCredential, WebauthnCredentialRecord};
 
@@ -82,6 +82,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Keys the audit chain; without it (tests of the store alone) records
+    /// are chained unkeyed.
+    chain_key: Option<std::sync::Arc<latchkey_core::audit::ChainKey>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -126,7 +129,17 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            chain_key: None,
+        })
+    }
+
+    /// Chain audit records (and verify them) under `key` from now on.
+    pub fn with_audit_key(mut self, key: latchkey_core::audit::ChainKey) -> Self {
+        self.chain_key = Some(std::sync::Arc::new(key));
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -147,7 +160,11 @@ impl Store {
         sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
             .execute(&mut *tx)
             .await?;
-        Ok(WriteTx { tx, appended: false })
+        Ok(WriteTx {
+            tx,
+            appended: false,
+            chain_key: self.chain_key.clone(),
+        })
     }
 
     pub async fn close(&self) {
@@ -159,6 +176,7 @@ impl Store {
 pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     appended: bool,
+    chain_key: Option<std::sync::Arc<latchkey_core::audit::ChainKey>>,
 }
 
 impl WriteTx {

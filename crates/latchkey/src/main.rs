@@ -82,6 +82,8 @@ enum Cmd {
         /// Also serve RADIUS (UDP) on this address, e.g. 127.0.0.1:1812.
         #[arg(long, env = "LATCHKEY_RADIUS_LISTEN")]
         radius_listen: Option<String>,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
     },
     /// OpenID Connect provider: clients and signing keys.
     Oidc {
@@ -166,6 +168,17 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("'{s}' is not an IP address or CIDR range (e.g. 10.0.0.0/8)"))
 }
 
+#[derive(Args)]
+struct CheckpointArgs {
+    /// Append a signed checkpoint of the audit chain's head to this file
+    /// (outside the data folder; best on another host or an append-only
+    /// mount) at start and every --audit-checkpoint-interval seconds.
+    #[arg(long, env = "LATCHKEY_AUDIT_CHECKPOINT_FILE")]
+    audit_checkpoint_file: Option<PathBuf>,
+    #[arg(long, env = "LATCHKEY_AUDIT_CHECKPOINT_INTERVAL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_checkpoint_interval: u64,
+}
+
 #[derive(Subcommand)]
 enum AdminCmd {
     /// API tokens for automation.
@@ -184,6 +197,11 @@ enum TokenCmd {
         /// admin (default) or mdm (device compliance updates only); repeatable.
         #[arg(long = "scope", default_value = "admin")]
         scopes: Vec<String>,
+        /// The person the token acts for (an active administrator for an
+        /// admin-scoped token). Without one the token works but approves
+        /// nothing, and the audit log names no person behind it.
+        #[arg(long)]
+        owner: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -273,9 +291,19 @@ enum MethodCmd {
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Recompute the hash chain; exits 1 and names the first broken link if it was altered.
+    /// With --checkpoints, also checks the chain against signed checkpoints of its head:
+    /// exits 2 when a checkpoint no longer matches (a rewritten or truncated chain).
     Verify {
         #[arg(long)]
         json: bool,
+        /// A checkpoint file written by `serve --audit-checkpoint-file` or `audit checkpoint`.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Append a signed checkpoint of the head to FILE now (e.g. from cron).
+    Checkpoint {
+        #[arg(long)]
+        file: PathBuf,
     },
     List {
         #[arg(long, default_value_t = 0)]
@@ -338,7 +366,19 @@ async fn run(cli: Cli) -> Result<()> {
             stop_on_stdin_close,
             web,
             radius_listen,
-        } => serve(&cli.db, &listen, public_url, stop_on_stdin_close, web, radius_listen).await,
+            checkpoints,
+        } => {
+            serve(
+                &cli.db,
+                &listen,
+                public_url,
+                stop_on_stdin_close,
+                web,
+                radius_listen,
+                checkpoints,
+            )
+            .await
+        }
         Cmd::Helpdesk { cmd } => helpdesk::run(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Device { cmd } => helpdesk::run_device(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Oidc { cmd } => federation::oidc(&*cli.db.app(cli.db.config()).await?, cmd).await,
@@ -360,11 +400,23 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let app = cli.db.app(cli.db.config()).await?;
             match cmd {
-                TokenCmd::Create { name, scopes, json } => {
+                TokenCmd::Create {
+                    name,
+                    scopes,
+                    owner,
+                    json,
+                } => {
                     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                    let (rec, token) = app.create_scoped_api_token(&op, &name, &scopes).await?;
+                    let (rec, token) = app
+                        .create_scoped_api_token(&op, &name, &scopes, owner.as_deref())
+                        .await?;
+                    if rec.owner.is_none() {
+                        eprintln!("note: this token has no owner (--owner USERNAME): it approves no change request");
+                    }
                     if json {
-                        print_json(&json!({ "id": rec.id, "name": rec.name, "token": token, "scopes": rec.scopes }))?;
+                        print_json(
+                            &json!({ "id": rec.id, "name": rec.name, "token": token, "scopes": rec.scopes, "owner": rec.owner }),
+                        )?;
                     } else {
                         eprintln!(
                             "API token '{}' created (id {}). It is shown once; store it now:",
@@ -378,16 +430,17 @@ async fn run(cli: Cli) -> Result<()> {
                     if json {
                         let v: Vec<_> = tokens
                             .iter()
-                            .map(|(t, c, r)| json!({ "id": t.id, "name": t.name, "scopes": t.scopes, "created_by": t.created_by, "created_at": c, "revoked_at": r }))
+                            .map(|(t, c, r)| json!({ "id": t.id, "name": t.name, "scopes": t.scopes, "created_by": t.created_by, "owner": t.owner, "created_at": c, "revoked_at": r }))
                             .collect();
                         print_json(&v)?;
                     } else {
                         for (t, _, r) in tokens {
                             println!(
-                                "{}  {:<24} {}",
+                                "{}  {:<24} {:<8} owner {}",
                                 t.id,
                                 t.name,
-                                if r.is_some() { "revoked" } else { "active" }
+                                if r.is_some() { "revoked" } else { "active" },
+                                t.owner.as_deref().unwrap_or("-")
                             );
                         }
                     }
@@ -430,7 +483,7 @@ async fn run(cli: Cli) -> Result<()> {
                     json,
                 } => {
                     let list = |v: Vec<String>, clear: bool| (clear || !v.is_empty()).then_some(v);
-                    let change = latchkey_service::app::UserChange {
+                    let change = latchkey_service::users::UserChange {
                         display_name,
                         department,
                         groups: list(groups, no_groups),
@@ -479,7 +532,7 @@ async fn run(cli: Cli) -> Result<()> {
                     if pw.is_empty() {
                         bail!("no password on standard input");
                     }
-                    app.set_password(&op, &username, pw).await?;
+                    app.set_password(&op, &username, pw, None).await?;
                     println!("password set for {username}");
                 }
                 UserCmd::Timeline { username, limit, json } => {
@@ -518,7 +571,7 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 MethodCmd::Remove { username, id } => {
-                    app.delete_method(&op, &username, &id).await?;
+                    app.delete_method(&op, &username, &id, None).await?;
                     println!("removed method {id} from {username}");
                 }
             }
@@ -527,7 +580,61 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Audit { cmd } => {
             let app = cli.db.app(cli.db.config()).await?;
             match cmd {
-                AuditCmd::Verify { json } => {
+                AuditCmd::Checkpoint { file } => {
+                    latchkey_service::audit::checkpoint_file_outside(&cli.db.data, &file)
+                        .map_err(anyhow::Error::msg)?;
+                    match app.write_audit_checkpoint(&file).await? {
+                        Some(cp) => println!(
+                            "checkpoint: seq {} head {} appended to {}",
+                            cp.seq,
+                            cp.hash,
+                            file.display()
+                        ),
+                        None => println!("the audit log is empty: nothing to checkpoint"),
+                    }
+                }
+                AuditCmd::Verify {
+                    json,
+                    checkpoints: Some(file),
+                } => {
+                    let r = app.verify_audit_checkpoints(&op, &file).await?;
+                    if json {
+                        print_json(&r)?;
+                    } else {
+                        let v = &r.chain;
+                        match &v.first_broken {
+                            None => println!("audit chain OK: {} events, head {}", v.length, v.head_hash),
+                            Some(b) => println!(
+                                "audit chain BROKEN at seq {}: {} ({} events read)",
+                                b.seq, b.reason, v.length
+                            ),
+                        }
+                        if v.unkeyed > 0 {
+                            println!(
+                                "  {} event(s) from before the chain was keyed verify by the unkeyed hash only",
+                                v.unkeyed
+                            );
+                        }
+                        for f in r.findings.iter().filter(|f| !f.holds()) {
+                            println!("CHECKPOINT MISMATCH: {}", serde_json::to_string(f)?);
+                        }
+                        if r.intact {
+                            println!("checkpoints OK: {} checkpoint(s) match the chain", r.checkpoints);
+                        } else {
+                            println!("the chain was REWRITTEN or TRUNCATED since a checkpoint was taken");
+                        }
+                    }
+                    if !r.intact {
+                        std::process::exit(2);
+                    }
+                    if !r.chain.ok {
+                        std::process::exit(1);
+                    }
+                }
+                AuditCmd::Verify {
+                    json,
+                    checkpoints: None,
+                } => {
                     let v = app.verify_audit(&op).await?;
                     if json {
                         print_json(&v)?;
@@ -576,6 +683,28 @@ fn user_json(u: &latchkey_store::UserRecord) -> serde_json::Value {
     })
 }
 
+/// Append a signed checkpoint whenever the head moved, every `secs` seconds.
+/// A failed write is logged loudly and retried next time: serving goes on.
+async fn checkpoint_loop(app: Arc<App>, file: PathBuf, secs: u64) {
+    let mut last: Option<i64> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+    loop {
+        tick.tick().await;
+        match app.audit_head_seq().await {
+            Ok(seq) if Some(seq) == last => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint: reading the head failed");
+                continue;
+            }
+        }
+        match app.write_audit_checkpoint(&file).await {
+            Ok(cp) => last = cp.map(|c| c.seq),
+            Err(e) => tracing::error!(error = %e, file = %file.display(), "audit checkpoint: writing failed"),
+        }
+    }
+}
+
 async fn serve(
     db: &DbArgs,
     listen: &str,
@@ -583,7 +712,11 @@ async fn serve(
     stop_on_stdin_close: bool,
     web: WebArgs,
     radius_listen: Option<String>,
+    checkpoints: CheckpointArgs,
 ) -> Result<()> {
+    if let Some(file) = &checkpoints.audit_checkpoint_file {
+        latchkey_service::audit::checkpoint_file_outside(&db.data, file).map_err(anyhow::Error::msg)?;
+    }
     // Load the certificate before binding, so a bad file fails fast and clearly.
     let tls = match (&web.tls_cert, &web.tls_key) {
         (Some(cert), Some(key)) => Some(latchkey_http::tls::load(cert, key).await?),
@@ -629,6 +762,18 @@ async fn serve(
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),
+    }
+    if let Some(file) = checkpoints.audit_checkpoint_file.clone() {
+        println!(
+            "Audit checkpoints: {} every {} s",
+            file.display(),
+            checkpoints.audit_checkpoint_interval
+        );
+        tokio::spawn(checkpoint_loop(
+            app.clone(),
+            file,
+            checkpoints.audit_checkpoint_interval,
+        ));
     }
     if let Some(b) = app.bootstrap_if_empty().await? {
         println!("First start: created administrator '{}'.", b.username);

@@ -124,6 +124,15 @@ pub struct UpdateUserRequest {
     pub roles: Option<Vec<String>>,
 }
 
+/// For someone else's change to a privileged user: the approved change
+/// request (`?approval=ID`). Without it, the first call records a request
+/// and answers 409 `approval-required` with its `request_id`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalQuery {
+    pub approval: Option<String>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
@@ -293,6 +302,9 @@ pub struct ApiTokenResponse {
     /// Shown once.
     pub token: String,
     pub scopes: Vec<String>,
+    /// The person the token acts for: the creator's user (a session's, or a
+    /// token's owner). A token without one approves nothing.
+    pub owner: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -303,6 +315,8 @@ pub struct ApiTokenView {
     pub created_by: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// The person the token acts for (none: made before owners, approves nothing).
+    pub owner: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -414,7 +428,7 @@ async fn update_user(
     ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
-    let change = latchkey_service::app::UserChange {
+    let change = latchkey_service::users::UserChange {
         display_name: req.display_name,
         department: req.department,
         groups: req.groups,
@@ -425,15 +439,17 @@ async fn update_user(
 
 /// Set a user's password (admin, or the user with a fresh strong sign-in).
 #[utoipa::path(put, path = "/api/v1/users/{username}/password", request_body = PasswordRequest, tag = "users",
-    params(("username" = String, Path)),
+    params(("username" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn set_password(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> ApiResult<StatusCode> {
-    app.set_password(&p, &username, &req.password).await?;
+    app.set_password(&p, &username, &req.password, q.approval.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -515,25 +531,27 @@ async fn list_methods(
 
 /// Remove a method (admin, or the user with a fresh strong sign-in; never the user's last second factor).
 #[utoipa::path(delete, path = "/api/v1/users/{username}/methods/{id}", tag = "methods",
-    params(("username" = String, Path), ("id" = String, Path)),
+    params(("username" = String, Path), ("id" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn delete_method(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath((username, id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
 ) -> ApiResult<StatusCode> {
-    app.delete_method(&p, &username, &id).await?;
+    app.delete_method(&p, &username, &id, q.approval.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Start TOTP enrolment: returns the secret once; confirm with a first code.
-#[utoipa::path(post, path = "/api/v1/users/{username}/methods/totp", tag = "methods", params(("username" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/totp", tag = "methods", params(("username" = String, Path), ("approval" = Option<String>, Query)),
     request_body = TotpEnrollRequest,
     responses((status = 201, body = TotpEnrollResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn enroll_totp(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<TotpEnrollResponse>)> {
     // The body is optional: every field has a sensible default.
@@ -543,7 +561,14 @@ async fn enroll_totp(
         serde_json::from_slice(&body).map_err(|e| ServiceError::Unprocessable(e.to_string()))?
     };
     let e = app
-        .enroll_totp(&p, &username, req.label, req.algorithm, req.digits)
+        .enroll_totp(
+            &p,
+            &username,
+            req.label,
+            req.algorithm,
+            req.digits,
+            q.approval.as_deref(),
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -594,14 +619,17 @@ async fn totp_qr(
 }
 
 /// Generate a new set of 10 recovery codes; the old set stops working.
-#[utoipa::path(post, path = "/api/v1/users/{username}/methods/recovery-codes", tag = "methods", params(("username" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/recovery-codes", tag = "methods", params(("username" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 201, body = RecoveryCodesResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn recovery_codes(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
 ) -> ApiResult<(StatusCode, Json<RecoveryCodesResponse>)> {
-    let (id, codes) = app.regenerate_recovery_codes(&p, &username).await?;
+    let (id, codes) = app
+        .regenerate_recovery_codes(&p, &username, q.approval.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(RecoveryCodesResponse { id, codes })))
 }
 
@@ -799,6 +827,7 @@ async fn create_api_token(
             name: rec.name,
             token,
             scopes: rec.scopes,
+            owner: rec.owner,
         }),
     ))
 }
@@ -816,6 +845,7 @@ async fn list_api_tokens(State(app): State<AppState>, Auth(p): Auth) -> ApiResul
                 name: t.name,
                 scopes: t.scopes,
                 created_by: t.created_by,
+                owner: t.owner,
                 created_at: rfc3339(created),
                 revoked_at: revoked.map(rfc3339),
             })

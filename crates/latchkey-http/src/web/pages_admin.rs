@@ -143,7 +143,7 @@ async fn render_users(
                     td { (u.display_name) }
                     td { (u.department.as_deref().unwrap_or("—")) }
                     td { (u.groups.join(", ")) }
-                    td { @for r in &u.roles { (tag(role_name(*r), if r.is_administrative() { "warn" } else { "" })) " " } }
+                    td { @for r in &u.roles { (tag(role_name(*r), "warn")) " " } }
                     td { @if u.state == UserState::Active { (tag("Active", "ok")) } @else { (tag("Disabled", "bad")) } }
                 } } }
             } }
