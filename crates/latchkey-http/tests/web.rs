@@ -181,8 +181,8 @@ async fn user_with_totp(app: &App, clock: &ManualClock, name: &str) -> (Vec<u8>,
     app.create_user(&op, name, "Test User", None, vec![], vec![])
         .await
         .unwrap();
-    app.set_password(&op, name, PW).await.unwrap();
-    let e = app.enroll_totp(&op, name, None, None, None).await.unwrap();
+    app.set_password(&op, name, PW, None).await.unwrap();
+    let e = app.enroll_totp(&op, name, None, None, None, None).await.unwrap();
     let secret = otp::decode_secret(&e.secret_base32).unwrap();
     let code = otp::totp_at(&secret, clock.now() as u64, &TotpParams::default());
     app.confirm_totp(&op, name, &e.method.id, &code).await.unwrap();

@@ -723,7 +723,7 @@ impl App {
                     now,
                 )?;
                 let vjson = serde_json::to_value(&verification).expect("verification serialises");
-                if user.privileged() {
+                if two_person_rule_applies(p, &user) {
                     // Two people: the request is approved by a second
                     // helpdesk member and issued by the requester first; the
                     // step then records that issued request.

@@ -39,6 +39,8 @@ pub struct TapRequestView {
     pub decided_by: Option<String>,
     pub decided_at: Option<String>,
     pub created_at: String,
+    /// What the change made: the pass, the method, the exception.
+    pub result_id: Option<String>,
 }
 
 impl From<TapRequestRecord> for TapRequestView {
@@ -55,6 +57,7 @@ impl From<TapRequestRecord> for TapRequestView {
             decided_by: r.decided_by,
             decided_at: r.decided_at.map(rfc3339),
             created_at: rfc3339(r.created_at),
+            result_id: r.tap_id,
         }
     }
 }
@@ -65,10 +68,9 @@ pub struct TapRequestQuery {
     pub state: Option<String>,
 }
 
-/// Privileged change requests (passes, credential changes, device ends,
-/// case removals, policy exceptions) and their state (helpdesk, security
-/// admin, admin). Also at `/api/v1/tap-requests`.
-#[utoipa::path(get, path = "/api/v1/change-requests", tag = "recovery", params(("state" = Option<String>, Query)),
+/// Pass requests and every other privileged change request (the same list
+/// as `/api/v1/change-requests`).
+#[utoipa::path(get, path = "/api/v1/tap-requests", tag = "recovery", params(("state" = Option<String>, Query)),
     responses((status = 200, body = Vec<TapRequestView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn list_tap_requests(
     State(app): State<AppState>,
@@ -84,11 +86,8 @@ async fn list_tap_requests(
     ))
 }
 
-/// Approve a change request: another person than the requester and the user
-/// it is for (an administrator; for an exception a security administrator),
-/// through a session or a token that has an owner. Also at
-/// `/api/v1/tap-requests/{id}/approve`.
-#[utoipa::path(post, path = "/api/v1/change-requests/{id}/approve", tag = "recovery", params(("id" = String, Path)),
+/// Approve a pass request (as `/api/v1/change-requests/{id}/approve`).
+#[utoipa::path(post, path = "/api/v1/tap-requests/{id}/approve", tag = "recovery", params(("id" = String, Path)),
     responses((status = 200, body = TapRequestView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn approve_tap_request(
     State(app): State<AppState>,
@@ -96,6 +95,33 @@ async fn approve_tap_request(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TapRequestView>> {
     Ok(Json(app.approve_change_request(&p, &id).await?.into()))
+}
+
+/// Privileged change requests (passes, credential changes, device ends,
+/// case removals, policy exceptions) and their state (helpdesk, security
+/// admin, admin).
+#[utoipa::path(get, path = "/api/v1/change-requests", tag = "recovery", params(("state" = Option<String>, Query)),
+    responses((status = 200, body = Vec<TapRequestView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn list_change_requests(
+    state: State<AppState>,
+    auth: Auth,
+    query: ApiQuery<TapRequestQuery>,
+) -> ApiResult<Json<Vec<TapRequestView>>> {
+    list_tap_requests(state, auth, query).await
+}
+
+/// Approve a change request: a person other than the requester and the user
+/// it is for (an administrator; for an exception a security administrator),
+/// through a session or a token that has an owner. A policy exception is
+/// made by the approval (`result_id`).
+#[utoipa::path(post, path = "/api/v1/change-requests/{id}/approve", tag = "recovery", params(("id" = String, Path)),
+    responses((status = 200, body = TapRequestView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn approve_change_request(
+    state: State<AppState>,
+    auth: Auth,
+    id: ApiPath<String>,
+) -> ApiResult<Json<TapRequestView>> {
+    approve_tap_request(state, auth, id).await
 }
 
 /// Issue an approved pass (the requester); the pass is shown once.
@@ -539,6 +565,8 @@ async fn device_retire(
 #[openapi(paths(
     list_tap_requests,
     approve_tap_request,
+    list_change_requests,
+    approve_change_request,
     issue_approved_tap,
     open_case,
     list_cases,
@@ -559,8 +587,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tap-requests", get(list_tap_requests))
         .route("/api/v1/tap-requests/{id}/approve", post(approve_tap_request))
-        .route("/api/v1/change-requests", get(list_tap_requests))
-        .route("/api/v1/change-requests/{id}/approve", post(approve_tap_request))
+        .route("/api/v1/change-requests", get(list_change_requests))
+        .route("/api/v1/change-requests/{id}/approve", post(approve_change_request))
         .route("/api/v1/tap-requests/{id}/issue", post(issue_approved_tap))
         .route("/api/v1/helpdesk/cases", post(open_case).get(list_cases))
         .route("/api/v1/helpdesk/cases/{id}", get(get_case))
