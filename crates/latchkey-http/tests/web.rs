@@ -667,3 +667,72 @@ async fn a_phone_is_added_from_security_info_as_a_labelled_backup() {
     assert_eq!(phone.state, latchkey_core::MethodState::Active);
     let _ = std::fs::remove_file(&outbox);
 }
+
+/// Security review item 3 in the console: the change requests page lists
+/// what waits for a second person, and only another person approves.
+#[tokio::test]
+async fn the_console_approves_change_requests_only_by_another_person() {
+    let (app, _) = app_with(|_| {}).await;
+    let op = Principal::Operator;
+    let mut passes = BTreeMap::new();
+    for name in ["alice", "bob", "carol"] {
+        app.create_user(&op, name, name, None, vec![], vec!["admin".into()])
+            .await
+            .unwrap();
+        let latchkey_service::app::TapOutcome::Issued(tap) = app
+            .issue_tap(&op, name, Some(60), true, None, verification())
+            .await
+            .unwrap()
+        else {
+            panic!("the operator needs no approval")
+        };
+        passes.insert(name, tap.pass);
+    }
+    // Alice, through a token of hers, asks to set bob's password.
+    let (_, token) = app
+        .create_scoped_api_token(&op, "alice-ci", &["admin"], Some("alice"))
+        .await
+        .unwrap();
+    let alice_token = app.authenticate(&token).await.unwrap();
+    let Err(latchkey_service::ServiceError::ApprovalRequired { request_id }) = app
+        .set_password(&alice_token, "bob", "a brand new passphrase 42", None)
+        .await
+    else {
+        panic!("someone else's password change for an admin needs a second approver")
+    };
+
+    let mut alice = Browser::new(&app, "127.0.0.1");
+    alice
+        .sign_in(
+            "/admin/requests",
+            "alice",
+            &[("temporary_access_pass", "pass", &passes["alice"])],
+        )
+        .await;
+    let page = alice.get("/admin/requests").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&request_id), "{}", page.body);
+    assert!(page.body.contains("token:alice-ci (owner:alice)"), "{}", page.body);
+    let refused = alice.post(&format!("/admin/requests/{request_id}/approve"), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("someone other than the requester"),
+        "{}",
+        refused.body
+    );
+
+    let mut carol = Browser::new(&app, "127.0.0.1");
+    carol
+        .sign_in(
+            "/admin/requests",
+            "carol",
+            &[("temporary_access_pass", "pass", &passes["carol"])],
+        )
+        .await;
+    carol.get("/admin/requests").await;
+    let ok = carol.post(&format!("/admin/requests/{request_id}/approve"), &[]).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let list = app.change_requests(&op, Some("approved")).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].decided_by.as_deref(), Some("user:carol"));
+}

@@ -25,6 +25,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/admin/tokens", get(tokens).post(create_token))
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
         .route("/admin/audit", get(audit))
+        .route("/admin/requests", get(requests))
+        .route("/admin/requests/{id}/approve", post(approve_request))
 }
 
 fn admin_tabs(current: &str) -> Markup {
@@ -37,6 +39,7 @@ fn admin_tabs(current: &str) -> Markup {
         nav.tabs aria-label="Admin" {
             (tab("/admin/users", "Users, groups and roles"))
             (tab("/admin/tokens", "API tokens"))
+            (tab("/admin/requests", "Change requests"))
             (tab("/admin/audit", "Audit log"))
             (tab("/admin/reports", "Evidence reports"))
             (tab("/admin/alerts", "Alerts"))
@@ -255,16 +258,17 @@ async fn render_tokens(ctx: Ctx, created: Option<(&str, &str)>, error: Option<&s
             }
         }
         (notice_error(error))
-        p.lead { "API tokens let automation call the JSON API with admin rights. Keep them in a secret store; revoke any you no longer need." }
+        p.lead { "API tokens let automation call the JSON API with admin rights. A token you create here is yours: it acts for you and never counts as a second approver to your own requests. Keep them in a secret store; revoke any you no longer need." }
         div.table-wrap { table {
             caption.visually-hidden { "API tokens" }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "Owner" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
             tbody {
-                @if list.is_empty() { tr { td colspan="5" { span.muted { "No tokens yet." } } } }
+                @if list.is_empty() { tr { td colspan="6" { span.muted { "No tokens yet." } } } }
                 @for (t, created, revoked) in &list { tr {
                     td { (t.name) }
                     td { (when(*created)) }
                     td { (t.created_by) }
+                    td { @if let Some(o) = &t.owner { (o) } @else { span.muted { "none (approves nothing)" } } }
                     td { @if let Some(r) = revoked { (tag("Revoked", "bad")) " " span.muted { (when(*r)) } } @else { (tag("Active", "ok")) } }
                     td.actions { @if revoked.is_none() {
                         form.inline method="post" action={ "/admin/tokens/" (t.id) "/revoke" } data-confirm={ "Revoke the token '" (t.name) "'?" } {
@@ -312,6 +316,65 @@ async fn revoke_token(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<Stri
     };
     match app.revoke_api_token(&p, &id).await {
         Ok(()) => Redirect::to("/admin/tokens").into_response(),
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+// ---- change requests ---------------------------------------------------------------
+
+/// Privileged changes waiting for a second person, and the approve button.
+async fn requests(ctx: Ctx) -> Response {
+    render_requests(ctx, None, StatusCode::OK).await
+}
+
+async fn render_requests(ctx: Ctx, error: Option<&str>, status: StatusCode) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let list = match ctx.app.change_requests(&p, None).await {
+        Ok(l) => l,
+        Err(e) => return ctx.error_page(e.into()),
+    };
+    let body = html! {
+        h1 { "Admin" }
+        (admin_tabs("/admin/requests"))
+        (notice_error(error))
+        p.lead { "A pass, a password, a method or a device of anyone who holds a role, changed by someone else, and every policy exception, wait here for a second person. You cannot approve your own requests, nor one for your own account." }
+        div.table-wrap { table {
+            caption.visually-hidden { "Change requests" }
+            thead { tr { th scope="col" { "Requested" } th scope="col" { "What" } th scope="col" { "For user" } th scope="col" { "By" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            tbody {
+                @if list.is_empty() { tr { td colspan="6" { span.muted { "No requests." } } } }
+                @for r in &list { tr {
+                    td { (when(r.created_at)) }
+                    td { code { (r.kind) } @if !r.subject.is_empty() { " " span.muted { (r.subject) } } }
+                    td { code { (r.user_id) } }
+                    td { (r.requested_by) }
+                    td { (r.state) @if let Some(d) = &r.decided_by { " " span.muted { "by " (d) } } }
+                    td.actions { @if r.state == "pending_approval" {
+                        form.inline method="post" action={ "/admin/requests/" (r.id) "/approve" } data-confirm={ "Approve this " (r.kind) " request?" } {
+                            (csrf_field(&ctx))
+                            button.primary.small type="submit" aria-label={ "Approve request " (r.id) } { "Approve" }
+                        }
+                    } }
+                } }
+            }
+        } }
+    };
+    ctx.page(status, "Admin · Change requests", Section::Admin, body)
+}
+
+async fn approve_request(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match app.approve_change_request(&p, &id).await {
+        Ok(_) => Redirect::to("/admin/requests").into_response(),
+        Err(ServiceError::Forbidden(m)) | Err(ServiceError::InvalidState(m)) => {
+            render_requests(ctx, Some(&format!("{m}.")), StatusCode::FORBIDDEN).await
+        }
         Err(e) => ctx.error_page(e),
     }
 }
