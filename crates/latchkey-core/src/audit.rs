@@ -107,19 +107,19 @@ pub fn compute_hash(
 ) -> String {
     let mut hasher = Sha256::new();
     hasher.update(DOMAIN);
-    put_field(&mut hasher, prev_hash.as_bytes());
-    put_field(&mut hasher, &seq.to_be_bytes());
-    put_field(&mut hasher, &at_ms.to_be_bytes());
-    put_field(&mut hasher, actor.as_bytes());
-    put_field(&mut hasher, action.as_bytes());
-    put_field(&mut hasher, target.as_bytes());
-    put_field(&mut hasher, details.as_bytes());
+    put_fields(
+        &mut |b| put_field(&mut hasher, b),
+        prev_hash,
+        seq,
+        at_ms,
+        [actor, action, target, details],
+    );
     hex::encode(hasher.finalize())
 }
 
 /// Keyed hash of one record, lowercase hex: HMAC-SHA256 under `key` over
-/// `"latchkey-audit-v2-hmac"` then the scheme and the same fields, in the
-/// same length-prefixed encoding as [`compute_hash`].
+/// `"latchkey-audit-v2-hmac"` then the scheme and the same fields, each in
+/// the same length-prefixed encoding as [`compute_hash`].
 #[allow(clippy::too_many_arguments)]
 pub fn compute_keyed_hash(
     key: &ChainKey,
@@ -138,14 +138,38 @@ pub fn compute_keyed_hash(
     };
     put(KEYED_DOMAIN);
     put(key.scheme().as_bytes());
+    put_fields(&mut put, prev_hash, seq, at_ms, [actor, action, target, details]);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The chained fields in their stable order: prev_hash, seq, at_ms, then
+/// actor, action, target, details.
+fn put_fields(put: &mut dyn FnMut(&[u8]), prev_hash: &str, seq: i64, at_ms: i64, texts: [&str; 4]) {
     put(prev_hash.as_bytes());
     put(&seq.to_be_bytes());
     put(&at_ms.to_be_bytes());
-    put(actor.as_bytes());
-    put(action.as_bytes());
-    put(target.as_bytes());
-    put(details.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    for t in texts {
+        put(t.as_bytes());
+    }
+}
+
+impl AuditRecord {
+    /// This record's hash under `key` (keyed scheme) or none (unkeyed).
+    fn recompute(&self, key: Option<&ChainKey>) -> String {
+        let (prev, seq, at, a, b, c, d) = (
+            &self.prev_hash,
+            self.seq,
+            self.at_ms,
+            &self.actor,
+            &self.action,
+            &self.target,
+            &self.details,
+        );
+        match key {
+            Some(k) => compute_keyed_hash(k, prev, seq, at, a, b, c, d),
+            None => compute_hash(prev, seq, at, a, b, c, d),
+        }
+    }
 }
 
 /// A new record following `prev`, the `(seq, hash)` of the current head
@@ -167,18 +191,7 @@ pub fn next_record(
         Some((prev_seq, prev_hash)) => (prev_seq + 1, prev_hash),
         None => (1, GENESIS_HASH),
     };
-    let (hash, scheme) = match key {
-        Some(k) => (
-            compute_keyed_hash(k, prev_hash, seq, at_ms, actor, action, target, details),
-            k.scheme(),
-        ),
-        None => (
-            compute_hash(prev_hash, seq, at_ms, actor, action, target, details),
-            unkeyed_scheme(),
-        ),
-    };
-    AuditRecord {
-        scheme,
+    let mut rec = AuditRecord {
         seq,
         at_ms,
         actor: actor.to_string(),
@@ -186,8 +199,11 @@ pub fn next_record(
         target: target.to_string(),
         details: details.to_string(),
         prev_hash: prev_hash.to_string(),
-        hash,
-    }
+        hash: String::new(),
+        scheme: key.map_or_else(unkeyed_scheme, ChainKey::scheme),
+    };
+    rec.hash = rec.recompute(key);
+    rec
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -272,33 +288,16 @@ impl ChainVerifier {
                 format!("prev_hash does not match the hash of seq {}", self.prev_seq)
             });
         }
-        let recomputed = if rec.scheme == SCHEME_UNKEYED {
+        let key = if rec.scheme == SCHEME_UNKEYED {
             if self.keyed_from.is_some() {
                 // A downgrade: someone wrote an unkeyed record (or relabelled
                 // one) after the chain was keyed, to avoid needing the key.
                 return Some("unkeyed record after the chain became keyed".to_string());
             }
-            compute_hash(
-                &rec.prev_hash,
-                rec.seq,
-                rec.at_ms,
-                &rec.actor,
-                &rec.action,
-                &rec.target,
-                &rec.details,
-            )
+            None
         } else {
             match &self.key {
-                Some(k) if rec.scheme == k.scheme() => compute_keyed_hash(
-                    k,
-                    &rec.prev_hash,
-                    rec.seq,
-                    rec.at_ms,
-                    &rec.actor,
-                    &rec.action,
-                    &rec.target,
-                    &rec.details,
-                ),
+                Some(k) if rec.scheme == k.scheme() => Some(k),
                 _ => {
                     return Some(format!(
                         "chained under '{}', a key this verifier does not hold",
@@ -307,6 +306,7 @@ impl ChainVerifier {
                 }
             }
         };
+        let recomputed = rec.recompute(key);
         if rec.hash != recomputed {
             return Some("hash mismatch: record content was altered".to_string());
         }

@@ -998,19 +998,15 @@ impl App {
         let id = latchkey_store::new_id();
         let mut tx = self.store.write().await?;
         tx.insert_change_request(
-            &latchkey_store::NewChangeRequest {
-                id: &id,
+            &latchkey_store::NewChangeRequest::change(
+                &id,
                 // The user the exception covers, or for a group the requester.
-                user_id: subject_user.as_ref().map_or(&requester.id, |u| &u.id),
-                kind: ChangeKind::PolicyException.as_str(),
-                subject: &subject_json,
-                requested_by: &p.actor(),
-                requester_user_id: Some(&requester.id),
-                verification_json: "null",
-                lifetime_minutes: 0,
-                single_use: true,
-                starts_in_minutes: 0,
-            },
+                subject_user.as_ref().map_or(&requester.id, |u| &u.id),
+                ChangeKind::PolicyException.as_str(),
+                &subject_json,
+                &p.actor(),
+                Some(&requester.id),
+            ),
             now,
         )
         .await?;

@@ -129,18 +129,7 @@ impl App {
         let now = self.now();
         let mut tx = self.store.write().await?;
         tx.insert_change_request(
-            &NewChangeRequest {
-                id: &id,
-                user_id: &user.id,
-                kind: kind.as_str(),
-                subject,
-                requested_by: &p.actor(),
-                requester_user_id: p.human_id(),
-                verification_json: "null",
-                lifetime_minutes: 0,
-                single_use: true,
-                starts_in_minutes: 0,
-            },
+            &NewChangeRequest::change(&id, &user.id, kind.as_str(), subject, &p.actor(), p.human_id()),
             now,
         )
         .await?;

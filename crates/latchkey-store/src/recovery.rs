@@ -80,6 +80,31 @@ pub struct NewChangeRequest<'a> {
     pub starts_in_minutes: i64,
 }
 
+impl<'a> NewChangeRequest<'a> {
+    /// A request for a change other than a pass: no pass parameters.
+    pub fn change(
+        id: &'a str,
+        user_id: &'a str,
+        kind: &'a str,
+        subject: &'a str,
+        requested_by: &'a str,
+        requester_user_id: Option<&'a str>,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            kind,
+            subject,
+            requested_by,
+            requester_user_id,
+            verification_json: "null",
+            lifetime_minutes: 0,
+            single_use: true,
+            starts_in_minutes: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TapRequestRecord {
     pub id: String,
