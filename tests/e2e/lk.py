@@ -415,6 +415,13 @@ class Server:
         return subprocess.run([self.bin, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               env=self.env(), timeout=timeout, cwd=str(self.data_dir.parent))
 
+    def operator(self, *args: str) -> subprocess.CompletedProcess:
+        """Run a CLI command as the local operator against this server's database; it must succeed."""
+        cp = self.cli(*args, "--data", str(self.data_dir), *self.db_args())
+        assert cp.returncode == 0, (f"[{self.name}] `latchkey {' '.join(args)}` exited {cp.returncode}\n"
+                                    f"stdout: {cp.stdout}\nstderr: {cp.stderr}")
+        return cp
+
     def create_api_token(self, name: str) -> str:
         cp = self.cli("admin", "api-token", "create", "--name", name, "--data", str(self.data_dir),
                       *self.db_args(), "--json")

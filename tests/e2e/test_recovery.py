@@ -14,7 +14,9 @@ def _session_for(srv: lk.Server, user: lk.User) -> str:
 def test_lost_phone_runbook_end_to_end(server):
     srv = server
     # A helpdesk agent with their own MFA, and Alice with a phone-bound authenticator.
-    lk.create_user(srv, "hd.lost", roles=["helpdesk"])
+    # The agent's credentials are set before the role is granted: once privileged,
+    # someone else's change to them needs a second approver.
+    lk.create_user(srv, "hd.lost")
     lk.create_user(srv, "alice.lost", department="Finance")
     users = {}
     for name in ("hd.lost", "alice.lost"):
@@ -28,6 +30,9 @@ def test_lost_phone_runbook_end_to_end(server):
     for u in users.values():
         u.auth.last_step = step
         expect(lk.confirm_totp(srv, u.username, u.totp_method_id, u.auth.code_at_step(step)), 200)
+    # Granting a role over the API waits for a second administrator; the
+    # local operator (the CLI on the server) grants it directly.
+    srv.operator("user", "update", "hd.lost", "--role", "helpdesk")
     hd, alice = users["hd.lost"], users["alice.lost"]
     phone = expect(srv.api("POST", "/users/alice.lost/devices",
                            {"name": "Alice's iPhone", "platform": "ios", "ownership": "byod"}), 201)
@@ -118,7 +123,7 @@ def test_lost_phone_runbook_end_to_end(server):
 
 def test_pass_refusals(server):
     srv = server
-    lk.create_user(srv, "hd.refuse", roles=["helpdesk"])
+    lk.create_user(srv, "hd.refuse")
     lk.create_user(srv, "bob.refuse")
     pw = lk.strong_password()
     lk.set_password(srv, "hd.refuse", pw)
@@ -127,6 +132,9 @@ def test_pass_refusals(server):
     code, st = hd.auth.fresh_code()
     hd.auth.last_step = st
     expect(lk.confirm_totp(srv, "hd.refuse", doc["id"], code), 200)
+    # Granting a role over the API waits for a second administrator; the
+    # local operator (the CLI on the server) grants it directly.
+    srv.operator("user", "update", "hd.refuse", "--role", "helpdesk")
     hd_token = _session_for(srv, hd)
     path = "/users/bob.refuse/temporary-access-passes"
     verification = {"method": "video_call", "note": "matched badge photo"}

@@ -50,8 +50,9 @@ impl std::fmt::Display for Username {
     }
 }
 
-/// Roles. Any administrative role makes a user *privileged*, which later
-/// policy (phishing-resistant methods, second approver for TAPs) keys off.
+/// Roles. Any role makes a user *privileged* ([`is_privileged`]), which
+/// policy (phishing-resistant methods, a second approver for passes and
+/// credential changes) keys off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -83,14 +84,13 @@ impl Role {
             ))
         })
     }
-    /// Roles that can change other people's access. Auditors only read.
-    pub fn is_administrative(&self) -> bool {
-        !matches!(self, Role::Auditor)
-    }
 }
 
+/// The one definition of "privileged": holding any role at all. An auditor
+/// changes nothing, but reads every user's audit trail and sign-ins, so a
+/// pass or a second factor for one is as sensitive as for an administrator.
 pub fn is_privileged(roles: &[Role]) -> bool {
-    roles.iter().any(Role::is_administrative)
+    !roles.is_empty()
 }
 
 /// A user account's state; `crate::account` holds its transitions.

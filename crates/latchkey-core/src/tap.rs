@@ -160,6 +160,112 @@ pub fn hash_pass_input(pepper: &[u8], input: &str) -> Result<String, CoreError> 
     Ok(keyed_hash(pepper, PURPOSE, &norm))
 }
 
+/// What a second approver approves: a change to a privileged user's access
+/// made by someone else, or a policy exception.
+///
+/// ```text
+///   request ──▶ PendingApproval ──(another human approves)──▶ Approved
+///                                                               │
+///        (the requester makes the change, naming the request) ──┘──▶ Used / Issued
+/// ```
+/// A policy exception is made by the approval itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    #[serde(rename = "tap")]
+    Tap,
+    #[serde(rename = "password")]
+    Password,
+    #[serde(rename = "method.enroll")]
+    MethodEnroll,
+    #[serde(rename = "method.remove")]
+    MethodRemove,
+    #[serde(rename = "device.end")]
+    DeviceEnd,
+    #[serde(rename = "case.remove_old_methods")]
+    CaseRemoveOldMethods,
+    #[serde(rename = "policy.exception")]
+    PolicyException,
+    /// Granting a role (removals apply at once): an administrator alone
+    /// could otherwise make a second account of their own privileged and
+    /// approve their own requests through it.
+    #[serde(rename = "user.roles")]
+    RoleGrant,
+}
+
+impl ChangeKind {
+    pub const ALL: [ChangeKind; 8] = [
+        ChangeKind::Tap,
+        ChangeKind::Password,
+        ChangeKind::MethodEnroll,
+        ChangeKind::MethodRemove,
+        ChangeKind::DeviceEnd,
+        ChangeKind::CaseRemoveOldMethods,
+        ChangeKind::PolicyException,
+        ChangeKind::RoleGrant,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChangeKind::Tap => "tap",
+            ChangeKind::Password => "password",
+            ChangeKind::MethodEnroll => "method.enroll",
+            ChangeKind::MethodRemove => "method.remove",
+            ChangeKind::DeviceEnd => "device.end",
+            ChangeKind::CaseRemoveOldMethods => "case.remove_old_methods",
+            ChangeKind::PolicyException => "policy.exception",
+            ChangeKind::RoleGrant => "user.roles",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| CoreError::InvalidInput(format!("unknown change kind '{s}'")))
+    }
+}
+
+/// Asking for a change: nobody asks for one to their own account (their own
+/// recovery goes through a colleague, and their own security info through
+/// their own sign-in). `requester` and `subject` are user ids.
+pub fn check_change_request(requester: Option<&str>, subject: Option<&str>) -> Result<(), CoreError> {
+    if requester.is_some() && requester == subject {
+        return Err(CoreError::Forbidden(
+            "nobody may request a privileged change or pass for themselves".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The two-person rule, on humans (user ids), never on actor strings: one
+/// person holds many sessions and tokens. The approver must be a named
+/// person, neither the requester nor the person the change is for.
+/// `legacy_same_actor` covers requests recorded before requesters were
+/// (requester unknown): then the actor strings must at least differ.
+pub fn check_approval(
+    requester: Option<&str>,
+    approver: Option<&str>,
+    subject: Option<&str>,
+    legacy_same_actor: bool,
+) -> Result<(), CoreError> {
+    let Some(approver) = approver else {
+        return Err(CoreError::Forbidden(
+            "approvals need a named person: sign in, or use an API token that has an owner".into(),
+        ));
+    };
+    if requester == Some(approver) || (requester.is_none() && legacy_same_actor) {
+        return Err(CoreError::Forbidden(
+            "the approver must be someone other than the requester".into(),
+        ));
+    }
+    if subject == Some(approver) {
+        return Err(CoreError::Forbidden(
+            "nobody may approve a change to their own account".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +336,24 @@ mod tests {
             hash_pass_input(b"k", &pass.to_lowercase().replace('-', " ")).unwrap()
         );
         assert!(hash_pass_input(b"k", "ABCD").is_err());
+    }
+
+    #[test]
+    fn two_person_rule_compares_people() {
+        // Requester and approver are one person (two tokens of theirs).
+        assert!(check_approval(Some("u1"), Some("u1"), Some("u2"), false).is_err());
+        // An ownerless token or the local operator approves nothing.
+        assert!(check_approval(Some("u1"), None, Some("u2"), false).is_err());
+        // Nobody approves for themselves.
+        assert!(check_approval(Some("u1"), Some("u2"), Some("u2"), false).is_err());
+        assert!(check_approval(Some("u1"), Some("u3"), Some("u2"), false).is_ok());
+        // A request of unknown requester: the actor strings must differ.
+        assert!(check_approval(None, Some("u3"), Some("u2"), true).is_err());
+        assert!(check_approval(None, Some("u3"), Some("u2"), false).is_ok());
+        assert!(check_change_request(Some("u2"), Some("u2")).is_err());
+        assert!(check_change_request(None, Some("u2")).is_ok());
+        for k in ChangeKind::ALL {
+            assert_eq!(ChangeKind::parse(k.as_str()).unwrap(), k);
+        }
     }
 }

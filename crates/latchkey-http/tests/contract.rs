@@ -556,6 +556,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/tap-requests", &["get"]),
     ("/api/v1/tap-requests/{id}/approve", &["post"]),
     ("/api/v1/tap-requests/{id}/issue", &["post"]),
+    ("/api/v1/change-requests", &["get"]),
+    ("/api/v1/change-requests/{id}/approve", &["post"]),
     ("/api/v1/helpdesk/cases", &["post", "get"]),
     ("/api/v1/helpdesk/cases/{id}", &["get"]),
     ("/api/v1/helpdesk/cases/{id}/steps", &["post"]),

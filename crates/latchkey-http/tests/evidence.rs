@@ -155,22 +155,24 @@ impl Env {
         .await;
     }
 
-    /// A confirmed TOTP through the API; returns its method id.
+    /// A confirmed TOTP, set up by the local operator (someone else's
+    /// enrolment for a privileged user needs a second approver over the API);
+    /// returns its method id.
     async fn totp(&self, name: &str) -> String {
-        let r = self
-            .ok(Method::POST, &format!("/api/v1/users/{name}/methods/totp"), json!({}))
-            .await;
-        let id = r["id"].as_str().unwrap().to_owned();
-        let secret = otp::decode_secret(r["secret"].as_str().unwrap()).unwrap();
+        let op = Principal::Operator;
+        let e = self.app.enroll_totp(&op, name, None, None, None, None).await.unwrap();
+        let secret = otp::decode_secret(&e.secret_base32).unwrap();
         let code = otp::totp_at(&secret, self.clock.now() as u64, &TotpParams::default());
-        self.ok(
-            Method::POST,
-            &format!("/api/v1/users/{name}/methods/totp/{id}/confirm"),
-            json!({ "code": code }),
-        )
-        .await;
+        self.app.confirm_totp(&op, name, &e.method.id, &code).await.unwrap();
         self.clock.advance(30);
-        id
+        e.method.id
+    }
+
+    async fn set_password(&self, name: &str, password: &str) {
+        self.app
+            .set_password(&Principal::Operator, name, password, None)
+            .await
+            .unwrap();
     }
 
     /// A method of a kind this branch has no enrolment API for (a security
@@ -306,13 +308,19 @@ async fn seeded(e: Env) -> Env {
         json!({ "policy": renamed, "force": true }),
     )
     .await;
-    e.ok(
-        Method::POST,
-        "/api/v1/policy-exceptions",
-        json!({ "policy_id": "mfa-all", "user": "alice", "reason": "hardware token on order",
-                "requested_by": "helen", "expires_at": latchkey_http::api::rfc3339(T0 + 7 * DAY) }),
-    )
-    .await;
+    // Requested by helen; over the API a second person approves it, the
+    // local operator makes it at once.
+    e.app
+        .create_exception(
+            &Principal::Operator,
+            "mfa-all",
+            latchkey_core::policy::ExceptionSubject::User("alice".into()),
+            "hardware token on order",
+            Some("helen"),
+            T0 + 7 * DAY,
+        )
+        .await
+        .unwrap();
     e.ok(
         Method::PUT,
         "/api/v1/break-glass/bg-1",
@@ -464,7 +472,7 @@ async fn exact_figures(e: Env) {
     );
     assert_eq!(j["sms_only"][0]["username"], "bob");
     assert_eq!(j["exceptions"][0]["subject"], "user:alice");
-    assert_eq!(j["exceptions"][0]["approved_by"], "token:t");
+    assert_eq!(j["exceptions"][0]["approved_by"], "cli:operator");
     assert_eq!(j["exceptions"][0]["requested_by"], "helen");
     assert_eq!(j["exceptions"][0]["expires_at"], T0 + 7 * DAY);
     // Generated at T0 + 2 days + 3 minutes (six TOTP enrolments moved the clock 30 s each).
@@ -735,12 +743,7 @@ async fn only_admins_and_auditors_may_read_evidence() {
     let e = Env::new().await;
     for (name, roles) in [("aud", vec!["auditor"]), ("hd", vec!["helpdesk"]), ("u", vec![])] {
         e.user(name, None, &roles).await;
-        e.ok(
-            Method::PUT,
-            &format!("/api/v1/users/{name}/password"),
-            json!({ "password": "correct horse battery staple" }),
-        )
-        .await;
+        e.set_password(name, "correct horse battery staple").await;
     }
     // Sessions through the App, as the web console would have them.
     for (name, allowed) in [("aud", true), ("hd", false), ("u", false)] {
@@ -790,24 +793,15 @@ impl Env {
     /// An auditor (or other role) signed in with password + TOTP; returns the session token.
     async fn session(&self, name: &str, roles: &[&str]) -> String {
         self.user(name, None, roles).await;
-        self.ok(
-            Method::PUT,
-            &format!("/api/v1/users/{name}/password"),
-            json!({ "password": common::PASSWORD }),
-        )
-        .await;
-        let r = self
-            .ok(Method::POST, &format!("/api/v1/users/{name}/methods/totp"), json!({}))
-            .await;
-        let id = r["id"].as_str().unwrap().to_owned();
-        let secret = otp::decode_secret(r["secret"].as_str().unwrap()).unwrap();
+        self.set_password(name, common::PASSWORD).await;
+        let op = Principal::Operator;
+        let e = self.app.enroll_totp(&op, name, None, None, None, None).await.unwrap();
+        let secret = otp::decode_secret(&e.secret_base32).unwrap();
         let code = |e: &Env| otp::totp_at(&secret, e.clock.now() as u64, &TotpParams::default());
-        self.ok(
-            Method::POST,
-            &format!("/api/v1/users/{name}/methods/totp/{id}/confirm"),
-            json!({ "code": code(self) }),
-        )
-        .await;
+        self.app
+            .confirm_totp(&op, name, &e.method.id, &code(self))
+            .await
+            .unwrap();
         self.clock.advance(30);
         let r = self
             .call(

@@ -60,12 +60,25 @@ async fn case_disabling_revokes_every_way_in(h: Harness) {
     r.expect(StatusCode::OK);
     let flow = r.json["flow_id"].as_str().unwrap().to_owned();
     let boss = h.signin_mfa("boss", &boss_secret).await;
-    let r = h.issue_tap(&h.admin.clone(), "leo", json!({})).await;
-    let pass = match r.status {
-        StatusCode::CREATED => Some(r.json["pass"].as_str().unwrap().to_owned()),
-        // A privileged user's pass may wait for a second approver.
-        _ => None,
-    };
+    // Leo holds a role: his pass is asked for by one administrator (boss),
+    // approved by another (cara), then issued by boss.
+    let cara_secret = h.user_with_totp("cara", &["admin"]).await;
+    let cara = h.signin_mfa("cara", &cara_secret).await;
+    let r = h.issue_tap(&boss, "leo", json!({})).await;
+    r.expect(StatusCode::ACCEPTED);
+    let request = r.json["request_id"].as_str().unwrap().to_owned();
+    h.post(
+        &format!("/api/v1/change-requests/{request}/approve"),
+        Some(&cara),
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let r = h
+        .post(&format!("/api/v1/tap-requests/{request}/issue"), Some(&boss), json!({}))
+        .await;
+    r.expect(StatusCode::CREATED);
+    let pass = r.json["pass"].as_str().unwrap().to_owned();
 
     let r = disable(&h, "leo", &boss).await;
     r.expect(StatusCode::OK);
@@ -74,6 +87,7 @@ async fn case_disabling_revokes_every_way_in(h: Harness) {
     assert!(r.json["revoked"]["sessions"].as_u64().unwrap() >= 1, "{}", r.json);
     assert_eq!(r.json["revoked"]["api_tokens"], 1, "{}", r.json);
     assert_eq!(r.json["revoked"]["signin_flows"], 1, "{}", r.json);
+    assert_eq!(r.json["revoked"]["passes"], 1, "{}", r.json);
 
     // Within the same request: the session and the token are dead.
     h.get("/api/v1/session", Some(&session))
@@ -92,11 +106,9 @@ async fn case_disabling_revokes_every_way_in(h: Harness) {
     let wrong = h.start_with_password("leo", "not the password at all").await;
     right.expect_problem(StatusCode::UNAUTHORIZED, "invalid-credentials");
     assert_eq!(right.json["detail"], wrong.json["detail"]);
-    if let Some(pass) = pass {
-        h.signin_tap("leo", &pass)
-            .await
-            .expect_problem(StatusCode::UNAUTHORIZED, "invalid-pass");
-    }
+    h.signin_tap("leo", &pass)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, "invalid-pass");
     // Audited in the same transaction as the change.
     let events = h.all_audit_events().await;
     let e = events.iter().find(|e| e["action"] == "user.disable").expect("audited");

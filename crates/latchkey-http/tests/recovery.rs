@@ -248,7 +248,7 @@ async fn a_lost_device_takes_its_methods_and_sessions_with_it() {
     // MDM compliance needs the mdm scope; an mdm token can do nothing else.
     let (_, mdm) = h
         .app
-        .create_scoped_api_token(&Principal::Operator, "intune", &["mdm"])
+        .create_scoped_api_token(&Principal::Operator, "intune", &["mdm"], None)
         .await
         .unwrap();
     let r = h
@@ -320,7 +320,7 @@ async fn conditional_access_reads_device_compliance_from_the_inventory() {
     let ginas = device("gina").await;
     let (_, mdm) = h
         .app
-        .create_scoped_api_token(&Principal::Operator, "mdm", &["mdm"])
+        .create_scoped_api_token(&Principal::Operator, "mdm", &["mdm"], None)
         .await
         .unwrap();
     for d in [&finns, &ginas] {

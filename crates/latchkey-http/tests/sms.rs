@@ -451,7 +451,10 @@ async fn a_privileged_users_existing_phone_is_not_offered_when_forbidden() {
     config.sms.forbid_privileged = true;
     let h = Harness::sqlite_with(config).await;
     h.create_user("ops", &["helpdesk"]).await;
-    h.set_password("ops", &h.admin).await;
+    h.app
+        .set_password(&latchkey_service::Principal::Operator, "ops", common::PASSWORD, None)
+        .await
+        .unwrap();
     // A phone registered before the setting was turned on.
     let user = h.app.store().user_by_username("ops").await.unwrap().unwrap();
     let mut tx = h.app.store().write().await.unwrap();

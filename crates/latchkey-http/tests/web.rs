@@ -181,8 +181,8 @@ async fn user_with_totp(app: &App, clock: &ManualClock, name: &str) -> (Vec<u8>,
     app.create_user(&op, name, "Test User", None, vec![], vec![])
         .await
         .unwrap();
-    app.set_password(&op, name, PW).await.unwrap();
-    let e = app.enroll_totp(&op, name, None, None, None).await.unwrap();
+    app.set_password(&op, name, PW, None).await.unwrap();
+    let e = app.enroll_totp(&op, name, None, None, None, None).await.unwrap();
     let secret = otp::decode_secret(&e.secret_base32).unwrap();
     let code = otp::totp_at(&secret, clock.now() as u64, &TotpParams::default());
     app.confirm_totp(&op, name, &e.method.id, &code).await.unwrap();
@@ -666,4 +666,144 @@ async fn a_phone_is_added_from_security_info_as_a_labelled_backup() {
         .unwrap();
     assert_eq!(phone.state, latchkey_core::MethodState::Active);
     let _ = std::fs::remove_file(&outbox);
+}
+
+/// Security review item 3 in the console: the change requests page lists
+/// what waits for a second person, and only another person approves.
+#[tokio::test]
+async fn the_console_approves_change_requests_only_by_another_person() {
+    let (app, _) = app_with(|_| {}).await;
+    let op = Principal::Operator;
+    let mut passes = BTreeMap::new();
+    for name in ["alice", "bob", "carol"] {
+        app.create_user(&op, name, name, None, vec![], vec!["admin".into()])
+            .await
+            .unwrap();
+        let latchkey_service::app::TapOutcome::Issued(tap) = app
+            .issue_tap(&op, name, Some(60), true, None, verification())
+            .await
+            .unwrap()
+        else {
+            panic!("the operator needs no approval")
+        };
+        passes.insert(name, tap.pass);
+    }
+    // Alice, through a token of hers, asks to set bob's password.
+    let (_, token) = app
+        .create_scoped_api_token(&op, "alice-ci", &["admin"], Some("alice"))
+        .await
+        .unwrap();
+    let alice_token = app.authenticate(&token).await.unwrap();
+    let Err(latchkey_service::ServiceError::ApprovalRequired { request_id }) = app
+        .set_password(&alice_token, "bob", "a brand new passphrase 42", None)
+        .await
+    else {
+        panic!("someone else's password change for an admin needs a second approver")
+    };
+
+    let mut alice = Browser::new(&app, "127.0.0.1");
+    alice
+        .sign_in(
+            "/admin/requests",
+            "alice",
+            &[("temporary_access_pass", "pass", &passes["alice"])],
+        )
+        .await;
+    let page = alice.get("/admin/requests").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&request_id), "{}", page.body);
+    assert!(page.body.contains("token:alice-ci (owner:alice)"), "{}", page.body);
+    let refused = alice.post(&format!("/admin/requests/{request_id}/approve"), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("someone other than the requester"),
+        "{}",
+        refused.body
+    );
+
+    let mut carol = Browser::new(&app, "127.0.0.1");
+    carol
+        .sign_in(
+            "/admin/requests",
+            "carol",
+            &[("temporary_access_pass", "pass", &passes["carol"])],
+        )
+        .await;
+    carol.get("/admin/requests").await;
+    let ok = carol.post(&format!("/admin/requests/{request_id}/approve"), &[]).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let list = app.change_requests(&op, Some("approved")).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].decided_by.as_deref(), Some("user:carol"));
+}
+
+/// Security review item 3's known gap, in the console: granting a role is a
+/// request another administrator approves; removing one applies at once.
+#[tokio::test]
+async fn the_console_grants_a_role_only_with_another_persons_approval() {
+    let (app, _) = app_with(|_| {}).await;
+    let op = Principal::Operator;
+    let mut passes = BTreeMap::new();
+    for name in ["alice", "carol"] {
+        app.create_user(&op, name, name, None, vec![], vec!["admin".into()])
+            .await
+            .unwrap();
+        let latchkey_service::app::TapOutcome::Issued(tap) = app
+            .issue_tap(&op, name, Some(60), true, None, verification())
+            .await
+            .unwrap()
+        else {
+            panic!("the operator needs no approval")
+        };
+        passes.insert(name, tap.pass);
+    }
+    app.create_user(&op, "dan", "Dan", None, vec![], vec![]).await.unwrap();
+    let mut alice = Browser::new(&app, "127.0.0.1");
+    alice
+        .sign_in(
+            "/admin/users",
+            "alice",
+            &[("temporary_access_pass", "pass", &passes["alice"])],
+        )
+        .await;
+    alice.get("/admin/users").await;
+    let asked = alice
+        .post("/admin/users/roles", &[("username", "dan"), ("role_admin", "1")])
+        .await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    let request = app.change_requests(&op, Some("pending_approval")).await.unwrap();
+    assert_eq!(request.len(), 1);
+    assert_eq!(request[0].kind, "user.roles");
+    assert!(asked.body.contains(&request[0].id), "{}", asked.body);
+    assert!(app.user("dan").await.unwrap().roles.is_empty());
+
+    let mut carol = Browser::new(&app, "127.0.0.1");
+    carol
+        .sign_in(
+            "/admin/requests",
+            "carol",
+            &[("temporary_access_pass", "pass", &passes["carol"])],
+        )
+        .await;
+    carol.get("/admin/requests").await;
+    let ok = carol
+        .post(&format!("/admin/requests/{}/approve", request[0].id), &[])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+
+    alice.get("/admin/users").await;
+    let done = alice
+        .post(
+            "/admin/users/roles",
+            &[("username", "dan"), ("role_admin", "1"), ("approval", &request[0].id)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/admin/users?roles_changed=dan");
+    assert_eq!(app.user("dan").await.unwrap().roles, vec![latchkey_core::Role::Admin]);
+    // Removing it applies at once.
+    alice.get("/admin/users").await;
+    let removed = alice.post("/admin/users/roles", &[("username", "dan")]).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    assert!(app.user("dan").await.unwrap().roles.is_empty());
 }

@@ -38,6 +38,10 @@ struct Harness {
     clock: Arc<ManualClock>,
     admin: String,
     dir: PathBuf,
+    app: Arc<App>,
+    /// Privileged users' own sessions (a pass from the local operator):
+    /// someone else's registration for them needs a second approver.
+    own_sessions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Drop for Harness {
@@ -73,13 +77,15 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(now));
         let app = Arc::new(App::new(store, keys, config, clock.clone()).unwrap());
         let (_, admin) = app.create_api_token(&Principal::Operator, "tests").await.unwrap();
-        let router = latchkey_http::router(app, Default::default())
+        let router = latchkey_http::router(app.clone(), Default::default())
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         Harness {
             router,
             clock,
             admin,
             dir,
+            app,
+            own_sessions: Default::default(),
         }
     }
 
@@ -124,14 +130,48 @@ impl Harness {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        if roles.is_empty() {
+            let r = self
+                .admin(
+                    "PUT",
+                    &format!("/api/v1/users/{name}/password"),
+                    Some(json!({"password": "correct horse battery staple"})),
+                )
+                .await;
+            assert!(r.status.is_success(), "{:?}", r.body);
+            return;
+        }
+        let op = Principal::Operator;
+        self.app
+            .set_password(&op, name, "correct horse battery staple", None)
+            .await
+            .unwrap();
+        let verification = latchkey_core::tap::IdentityVerification {
+            method: latchkey_core::tap::VerificationMethod::InPersonId,
+            note: "test".into(),
+        };
+        let latchkey_service::app::TapOutcome::Issued(tap) = self
+            .app
+            .issue_tap(&op, name, Some(60), true, None, Some(verification))
+            .await
+            .unwrap()
+        else {
+            panic!("the operator's pass needs no approval")
+        };
         let r = self
-            .admin(
-                "PUT",
-                &format!("/api/v1/users/{name}/password"),
-                Some(json!({"password": "correct horse battery staple"})),
+            .call("POST", "/api/v1/signin", None, Some(json!({ "username": name })))
+            .await;
+        let flow = r.body["flow_id"].as_str().unwrap().to_owned();
+        let r = self
+            .call(
+                "POST",
+                &format!("/api/v1/signin/{flow}/verify"),
+                None,
+                Some(json!({ "method": "temporary_access_pass", "pass": tap.pass })),
             )
             .await;
-        assert!(r.status.is_success(), "{:?}", r.body);
+        let session = r.body["session_token"].as_str().expect("a pass session").to_owned();
+        self.own_sessions.lock().unwrap().insert(name.to_owned(), session);
     }
 
     /// Run a registration ceremony with `auth`; returns the finish reply.
@@ -144,7 +184,8 @@ impl Harness {
         origin: &str,
         tamper: impl FnOnce(&mut CreationChallengeResponse),
     ) -> Reply {
-        let token = token.map(str::to_owned).unwrap_or_else(|| self.admin.clone());
+        let own = self.own_sessions.lock().unwrap().get(username).cloned();
+        let token = token.map(str::to_owned).or(own).unwrap_or_else(|| self.admin.clone());
         let start = self
             .call(
                 "POST",

@@ -110,7 +110,11 @@ pub enum Principal {
 impl Principal {
     pub fn actor(&self) -> String {
         match self {
-            Principal::ApiToken(t) => format!("token:{}", t.name),
+            // The human behind a token is named, so the log says who acted.
+            Principal::ApiToken(t) => match &t.owner {
+                Some(owner) => format!("token:{} (owner:{owner})", t.name),
+                None => format!("token:{}", t.name),
+            },
             Principal::Session { user, .. } => format!("user:{}", user.username),
             Principal::Operator => "cli:operator".into(),
         }
@@ -134,6 +138,23 @@ impl Principal {
             Principal::ApiToken(t) => t.scopes.iter().any(|s| s == scope || s == API_SCOPE_ADMIN),
             other => other.is_admin(),
         }
+    }
+
+    /// The human acting (a user id): a session's user, or a token's owner.
+    /// `None` for a token without an owner and for the local operator: they
+    /// can act, but never count as a person in a two-person rule.
+    pub fn human_id(&self) -> Option<&str> {
+        match self {
+            Principal::ApiToken(t) => t.owner_user_id.as_deref(),
+            Principal::Session { user, .. } => Some(&user.id),
+            Principal::Operator => None,
+        }
+    }
+
+    /// Whether the human acting is `target` (through a session or one of
+    /// their tokens).
+    pub fn acts_for(&self, target: &UserRecord) -> bool {
+        self.human_id() == Some(target.id.as_str())
     }
 
     pub fn is_user(&self, target: &UserRecord) -> bool {
@@ -256,6 +277,7 @@ pub(crate) fn source_key(ip: &str) -> String {
 impl App {
     pub fn new(store: Store, keys: Keys, config: Config, clock: Arc<dyn Clock>) -> ServiceResult<Self> {
         let dummy_hash = config.password.hash("latchkey dummy password that nobody has")?;
+        let store = store.with_audit_key(keys.audit_chain_key());
         Ok(Self {
             store,
             keys: Arc::new(keys),

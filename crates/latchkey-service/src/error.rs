@@ -41,7 +41,7 @@ pub enum ServiceError {
     ReauthenticationRequired(String),
     #[error("{0}")]
     Unprocessable(String),
-    #[error("a pass for a privileged user needs a second approver: request {request_id} awaits approval")]
+    #[error("this change to a privileged account needs a second approver: request {request_id} awaits approval")]
     ApprovalRequired { request_id: String },
     #[error("{0}")]
     AccessBlocked(String),

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit;
 pub mod clock;
+pub mod doctor;
 pub mod error;
 pub mod evidence;
 pub mod history;

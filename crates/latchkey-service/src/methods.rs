@@ -2,6 +2,7 @@
 //! recovery codes, removal, and the notifications those changes send.
 
 use latchkey_core::otp::{self, OtpAlgorithm, OtpError, TotpParams};
+use latchkey_core::tap::ChangeKind;
 use latchkey_core::{MethodKind, MethodState};
 use latchkey_store::{method_id, AuditEntry, MethodRecord, NewMethod, UserRecord};
 use rand::rngs::OsRng;
@@ -11,6 +12,7 @@ use zeroize::Zeroizing;
 use crate::error::{ServiceError, ServiceResult};
 
 use crate::app::*;
+use crate::recovery::{same_requester, two_person_rule_applies};
 use crate::signin::via_tap;
 
 impl App {
@@ -22,6 +24,8 @@ impl App {
         Ok((user, methods))
     }
 
+    /// Start enrolling an authenticator app. For a privileged user enrolled
+    /// by someone else, `approval` names the approved request.
     pub async fn enroll_totp(
         &self,
         p: &Principal,
@@ -29,9 +33,12 @@ impl App {
         label: Option<String>,
         algorithm: Option<String>,
         digits: Option<u32>,
+        approval: Option<&str>,
     ) -> ServiceResult<TotpEnrollment> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
+        let approved = self
+            .authorize_credential_change(p, &user, ChangeKind::MethodEnroll, "totp", approval)
+            .await?;
         let algorithm = match algorithm {
             Some(a) => OtpAlgorithm::parse(&a)?,
             None => OtpAlgorithm::Sha1,
@@ -43,6 +50,10 @@ impl App {
         let sealed = self.keys.seal(&secret, &id);
         let now = self.now();
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            // The request now names the method, so its confirmation is covered.
+            self.consume_change(&mut tx, req, Some(&id)).await?;
+        }
         tx.insert_method(
             NewMethod {
                 id: &id,
@@ -94,7 +105,7 @@ impl App {
     /// the QR code). Once confirmed, the secret is never shown again.
     pub async fn pending_totp_uri(&self, p: &Principal, username: &str, id: &str) -> ServiceResult<String> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
+        self.require_enrolment(p, &user, id).await?;
         let m = self
             .store
             .method(&user.id, id)
@@ -115,7 +126,7 @@ impl App {
         code: &str,
     ) -> ServiceResult<MethodRecord> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
+        self.require_enrolment(p, &user, id).await?;
         let m = self
             .store
             .method(&user.id, id)
@@ -177,13 +188,19 @@ impl App {
         &self,
         p: &Principal,
         username: &str,
+        approval: Option<&str>,
     ) -> ServiceResult<(String, Vec<String>)> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
+        let approved = self
+            .authorize_credential_change(p, &user, ChangeKind::MethodEnroll, "recovery_codes", approval)
+            .await?;
         let set = latchkey_core::recovery::generate(&mut OsRng, self.keys.pepper());
         let id = method_id();
         let now = self.now();
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            self.consume_change(&mut tx, req, Some(&id)).await?;
+        }
         let replaced = tx.replace_recovery_codes(&user.id, &id, &set.hashes, now).await?;
         tx.audit(
             &AuditEntry::new(
@@ -211,14 +228,24 @@ impl App {
         Ok((id, set.codes))
     }
 
-    pub async fn delete_method(&self, p: &Principal, username: &str, id: &str) -> ServiceResult<()> {
+    /// Remove a method. For a privileged user's method removed by someone
+    /// else, `approval` names the approved request.
+    pub async fn delete_method(
+        &self,
+        p: &Principal,
+        username: &str,
+        id: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<()> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
         let methods = self.store.methods_for_user(&user.id).await?;
         let m = methods
             .iter()
             .find(|m| m.id == id)
             .ok_or_else(|| ServiceError::NotFound("method".into()))?;
+        let approved = self
+            .authorize_credential_change(p, &user, ChangeKind::MethodRemove, id, approval)
+            .await?;
         if p.is_user(&user) && !p.is_admin() {
             let usable = self.usable_second_factor_methods(&user).await?;
             if usable.iter().any(|u| u.id == m.id) && usable.len() == 1 {
@@ -229,6 +256,9 @@ impl App {
         }
         let now = self.now();
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            self.consume_change(&mut tx, req, Some(id)).await?;
+        }
         tx.delete_method(&user.id, id).await?;
         tx.audit(
             &AuditEntry::new(
@@ -253,6 +283,23 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Finishing an enrolment (its QR code, its first code): the same rules
+    /// as starting one, where an approved start covers its method.
+    async fn require_enrolment(&self, p: &Principal, user: &UserRecord, method_id: &str) -> ServiceResult<()> {
+        if !two_person_rule_applies(p, user) {
+            return self.require_register(p, user).await;
+        }
+        p.require_admin()?;
+        let started = self
+            .store
+            .change_request_for_result(ChangeKind::MethodEnroll.as_str(), method_id)
+            .await?;
+        match started {
+            Some(req) if req.user_id == user.id && same_requester(&req, p) => Ok(()),
+            _ => self.require_register(p, user).await,
+        }
     }
 
     pub async fn notifications(

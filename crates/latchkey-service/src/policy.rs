@@ -14,6 +14,7 @@ use latchkey_core::policy::{
 use latchkey_core::replay::{self, HistoricSignIn, ReplayReport, UserProfile};
 use latchkey_core::rollout::{self, CampaignPhase, RegistrationNudge, RolloutWave, WaveCoverage};
 use latchkey_core::signin::{SignInFlow, SignInState};
+use latchkey_core::tap::ChangeKind;
 use latchkey_core::{MethodState, Role, UserState, VerifyMethod};
 use latchkey_store::{
     AlertRecord, AuditEntry, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInLogEntry,
@@ -26,6 +27,21 @@ use crate::app::{App, Principal, SignInContext};
 use crate::error::{ServiceError, ServiceResult};
 
 /// What evaluation reads, parsed once per generation (and per campaign phase).
+/// An exception as asked for, kept in its change request until approved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingException {
+    policy_id: String,
+    subject: ExceptionSubject,
+    reason: String,
+    expires_at: i64,
+}
+
+/// An exception made, or a request waiting for a second approver.
+pub enum ExceptionOutcome {
+    Created(ExceptionRecord),
+    PendingApproval { request_id: String },
+}
+
 #[derive(Debug)]
 pub(crate) struct CachedPolicies {
     generation: i64,
@@ -874,55 +890,201 @@ impl App {
 
     /// The caller approves; `requested_by` is who asked. No end date, no exception.
     #[allow(clippy::too_many_arguments)]
+    /// Ask for an exception. The requester is the caller (a session's user,
+    /// or a token's owner): a `requested_by` naming anyone else is refused.
+    /// Someone else approves it (`approve_change_request`), which makes it.
+    /// The local operator, which no approval could bind, makes it at once,
+    /// naming the requester (an existing user).
     pub async fn create_exception(
         &self,
         p: &Principal,
         policy_id: &str,
         subject: ExceptionSubject,
         reason: &str,
-        requested_by: &str,
+        requested_by: Option<&str>,
         expires_at: i64,
-    ) -> ServiceResult<ExceptionRecord> {
+    ) -> ServiceResult<ExceptionOutcome> {
         require_policy_admin(p)?;
         let now = self.now();
+        if self.store.policy(policy_id).await?.is_none() {
+            return Err(ServiceError::NotFound(format!("policy '{policy_id}'")));
+        }
+        let subject_user = match &subject {
+            ExceptionSubject::User(u) => Some(self.user(u).await?),
+            ExceptionSubject::Group(_) => None,
+        };
+        if matches!(p, Principal::Operator) {
+            let requester = requested_by
+                .ok_or_else(|| ServiceError::InvalidRequest("name the requester (an existing user)".into()))?;
+            let requester = self.user(requester.trim()).await?;
+            validate_exception(
+                &requester.username,
+                &p.actor(),
+                reason,
+                expires_at,
+                self.config.exception_max_days,
+                now,
+            )?;
+            let mut tx = self.store.write().await?;
+            let rec = self
+                .insert_exception_in(
+                    &mut tx,
+                    p,
+                    policy_id,
+                    subject,
+                    reason,
+                    &requester.username,
+                    expires_at,
+                    None,
+                )
+                .await?;
+            tx.commit().await?;
+            return Ok(ExceptionOutcome::Created(rec));
+        }
+        let requester_id = p.human_id().ok_or_else(|| {
+            ServiceError::Forbidden(
+                "an exception request needs a named requester: sign in, or use an API token that has an owner".into(),
+            )
+        })?;
+        let requester = self
+            .store
+            .user_by_id(requester_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("requester".into()))?;
+        if let Some(claimed) = requested_by.map(str::trim).filter(|c| !c.is_empty()) {
+            if claimed != requester.username {
+                return Err(ServiceError::InvalidRequest(format!(
+                    "requested_by is the caller ('{}'), not '{claimed}'; leave it out",
+                    requester.username
+                )));
+            }
+        }
+        // Reason and end date now; the approver is checked at approval.
         validate_exception(
-            requested_by,
-            &p.actor(),
+            &requester.username,
+            "a second approver",
             reason,
             expires_at,
             self.config.exception_max_days,
             now,
         )?;
-        if self.store.policy(policy_id).await?.is_none() {
-            return Err(ServiceError::NotFound(format!("policy '{policy_id}'")));
+        if subject_user.as_ref().is_some_and(|u| u.id == requester.id) {
+            return Err(ServiceError::Forbidden(
+                "nobody may request an exception for themselves".into(),
+            ));
         }
-        if let ExceptionSubject::User(u) = &subject {
-            self.user(u).await?;
-        }
+        let pending = PendingException {
+            policy_id: policy_id.to_owned(),
+            subject,
+            reason: reason.trim().to_owned(),
+            expires_at,
+        };
+        let subject_json = serde_json::to_string(&pending).expect("exception serialises");
+        let id = latchkey_store::new_id();
+        let mut tx = self.store.write().await?;
+        tx.insert_change_request(
+            &latchkey_store::NewChangeRequest::change(
+                &id,
+                // The user the exception covers, or for a group the requester.
+                subject_user.as_ref().map_or(&requester.id, |u| &u.id),
+                ChangeKind::PolicyException.as_str(),
+                &subject_json,
+                &p.actor(),
+                Some(&requester.id),
+            ),
+            now,
+        )
+        .await?;
+        tx.audit(
+            &AuditEntry::new(
+                p.actor(),
+                "policy_exception.request",
+                format!("policy:{policy_id}"),
+                json!({ "request_id": id, "subject": pending.subject, "reason": pending.reason, "requested_by": requester.username, "expires_at": expires_at }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ExceptionOutcome::PendingApproval { request_id: id })
+    }
+
+    /// Make the exception an approved request asked for (inside the approval's transaction).
+    pub(crate) async fn make_approved_exception(
+        &self,
+        tx: &mut latchkey_store::WriteTx,
+        p: &Principal,
+        req: &latchkey_store::TapRequestRecord,
+    ) -> ServiceResult<String> {
+        let pending: PendingException = serde_json::from_str(&req.subject)
+            .map_err(|e| ServiceError::Internal(format!("stored exception request: {e}")))?;
+        let requester_id = req
+            .requester_user_id
+            .as_deref()
+            .ok_or_else(|| ServiceError::Internal("exception request without a requester".into()))?;
+        let requester = self
+            .store
+            .user_by_id(requester_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("requester".into()))?;
+        // The end date is checked again: a request may wait.
+        validate_exception(
+            &requester.username,
+            &p.actor(),
+            &pending.reason,
+            pending.expires_at,
+            self.config.exception_max_days,
+            self.now(),
+        )?;
+        let rec = self
+            .insert_exception_in(
+                tx,
+                p,
+                &pending.policy_id,
+                pending.subject,
+                &pending.reason,
+                &requester.username,
+                pending.expires_at,
+                Some(&req.id),
+            )
+            .await?;
+        Ok(rec.id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_exception_in(
+        &self,
+        tx: &mut latchkey_store::WriteTx,
+        p: &Principal,
+        policy_id: &str,
+        subject: ExceptionSubject,
+        reason: &str,
+        requested_by: &str,
+        expires_at: i64,
+        request_id: Option<&str>,
+    ) -> ServiceResult<ExceptionRecord> {
         let rec = ExceptionRecord {
             id: latchkey_store::new_id(),
             policy_id: policy_id.to_owned(),
             subject,
             reason: reason.trim().to_owned(),
-            requested_by: requested_by.trim().to_owned(),
+            requested_by: requested_by.to_owned(),
             approved_by: p.actor(),
-            created_at: now,
+            created_at: self.now(),
             expires_at,
             revoked_at: None,
         };
-        let mut tx = self.store.write().await?;
         tx.insert_exception(&rec).await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
                 "policy_exception.create",
                 format!("policy:{policy_id}"),
-                json!({ "exception_id": rec.id, "subject": rec.subject, "reason": rec.reason, "requested_by": rec.requested_by, "expires_at": rec.expires_at }),
+                json!({ "exception_id": rec.id, "subject": rec.subject, "reason": rec.reason, "requested_by": rec.requested_by, "expires_at": rec.expires_at, "request_id": request_id }),
             ),
             self.clock.now_ms(),
         )
         .await?;
-        tx.commit().await?;
         Ok(rec)
     }
 

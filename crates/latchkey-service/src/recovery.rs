@@ -3,9 +3,9 @@
 
 use latchkey_core::device::{parse_enum, DeviceState, Ownership, Platform};
 use latchkey_core::helpdesk::{CaseState, CaseStep, DeliveryChannel, HelpdeskCase, Scenario};
-use latchkey_core::tap::{IdentityVerification, TapRequest};
-use latchkey_core::{MethodState, Role};
-use latchkey_store::{new_id, AuditEntry, CaseRecord, DeviceRecord, TapRequestRecord, UserRecord};
+use latchkey_core::tap::{check_approval, check_change_request, ChangeKind, IdentityVerification, TapRequest};
+use latchkey_core::{MethodState, Role, UserState};
+use latchkey_store::{new_id, AuditEntry, CaseRecord, DeviceRecord, NewChangeRequest, TapRequestRecord, UserRecord};
 use serde_json::json;
 
 use crate::app::{App, IssuedTap, Principal, TapOutcome, API_SCOPE_MDM};
@@ -38,6 +38,8 @@ pub struct StepInput {
     pub note: Option<String>,
     /// For a privileged user: the approved and issued pass request.
     pub tap_request_id: Option<String>,
+    /// For a privileged user: the approved request for this step's removals.
+    pub approval_id: Option<String>,
 }
 
 /// The result of recording a step: the case, and a pass when one was issued
@@ -55,6 +57,36 @@ fn require_helpdesk(p: &Principal) -> ServiceResult<()> {
     }
 }
 
+/// What a case's removal step approves, exactly: the case, the methods and
+/// the devices, sorted (canonical JSON).
+fn removal_subject(case_id: &str, input: &StepInput) -> String {
+    let mut methods = input.remove_method_ids.clone();
+    methods.sort();
+    methods.dedup();
+    let mut devices = input.lost_device_ids.clone();
+    devices.sort();
+    devices.dedup();
+    json!({ "case": case_id, "methods": methods, "devices": devices }).to_string()
+}
+
+/// The one rule of who needs a second approver to change `user`'s access:
+/// a privileged user (any role), changed by someone other than themself.
+/// The local operator is exempt: it holds the master key and the database,
+/// so an approval could not bind it.
+pub(crate) fn two_person_rule_applies(p: &Principal, user: &UserRecord) -> bool {
+    user.privileged() && !p.acts_for(user) && !matches!(p, Principal::Operator)
+}
+
+/// Whether `p` is the one who asked for `req`: the same person, or for a
+/// request without a known person, the same actor.
+pub(crate) fn same_requester(req: &TapRequestRecord, p: &Principal) -> bool {
+    match (&req.requester_user_id, p.human_id()) {
+        (Some(r), Some(h)) => r == h,
+        (None, None) => req.requested_by == p.actor(),
+        _ => false,
+    }
+}
+
 fn case_state_str(c: &HelpdeskCase) -> &'static str {
     match c.state {
         CaseState::Open { .. } => "open",
@@ -64,43 +96,213 @@ fn case_state_str(c: &HelpdeskCase) -> &'static str {
 }
 
 impl App {
-    // ---- two-person pass approval ---------------------------------------
+    // ---- privileged change requests (two people) -------------------------
+    //
+    // One rule, one place: a change to a privileged user's access (a pass, a
+    // password, a method added or removed, a device ended, a helpdesk case's
+    // removals) made by someone other than that user, and every policy
+    // exception, waits for a second person. People are compared by user id:
+    // a session's user, or an API token's owner. See
+    // `latchkey_core::tap::ChangeKind` for the states.
 
-    pub async fn tap_requests(&self, p: &Principal, state: Option<&str>) -> ServiceResult<Vec<TapRequestRecord>> {
-        require_helpdesk(p)?;
+    pub async fn change_requests(&self, p: &Principal, state: Option<&str>) -> ServiceResult<Vec<TapRequestRecord>> {
+        if !(p.has_role(Role::Helpdesk) || p.has_role(Role::SecurityAdmin)) {
+            return Err(ServiceError::Forbidden(
+                "change requests are listed for the helpdesk, security_admin or admin role".into(),
+            ));
+        }
         Ok(self.store.list_tap_requests(state).await?)
     }
 
-    /// A second administrator approves a pass for a privileged user. The
-    /// approver may be neither the requester nor the user.
-    pub async fn approve_tap_request(&self, p: &Principal, id: &str) -> ServiceResult<TapRequestRecord> {
-        // Requests exist only for privileged users: a second administrator decides.
-        p.require_admin()?;
+    /// Record a request for `kind` on `user`, audited, in its own
+    /// transaction, and answer that it awaits approval.
+    pub(crate) async fn request_change(
+        &self,
+        p: &Principal,
+        user: &UserRecord,
+        kind: ChangeKind,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> ServiceResult<String> {
+        check_change_request(p.human_id(), Some(&user.id))?;
+        let id = new_id();
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        tx.insert_change_request(
+            &NewChangeRequest::change(&id, &user.id, kind.as_str(), subject, &p.actor(), p.human_id()),
+            now,
+        )
+        .await?;
+        let mut details = details;
+        details["request_id"] = json!(id);
+        details["kind"] = json!(kind.as_str());
+        details["reason"] = json!("privileged account: a second approver is required");
+        tx.audit(
+            &AuditEntry::new(p.actor(), "change.request", format!("user:{}", user.username), details),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The gate of every change to a privileged user's access: `Ok(None)`
+    /// when the two-person rule does not apply (the user holds no role, or
+    /// acts on their own account, or the local operator acts — it holds the
+    /// master key and the database, so no approval could bind it);
+    /// `Ok(Some(request))` when `approval` names a request approved for
+    /// exactly this change and this requester (consume it with
+    /// [`App::consume_change`] in the change's transaction); otherwise a new
+    /// request is recorded and the answer is `ApprovalRequired`.
+    pub(crate) async fn gate_privileged_change(
+        &self,
+        p: &Principal,
+        user: &UserRecord,
+        kind: ChangeKind,
+        subject: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<Option<TapRequestRecord>> {
+        if !two_person_rule_applies(p, user) {
+            return Ok(None);
+        }
+        self.second_person_gate(p, user, kind, subject, approval)
+            .await
+            .map(Some)
+    }
+
+    /// The request flow itself, for a change that always needs a second
+    /// person: the approved request `approval` names for exactly this
+    /// change, or a new request recorded and `ApprovalRequired`.
+    pub(crate) async fn second_person_gate(
+        &self,
+        p: &Principal,
+        user: &UserRecord,
+        kind: ChangeKind,
+        subject: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<TapRequestRecord> {
+        if let Some(id) = approval {
+            return self.approved_change(p, user, kind, subject, id).await;
+        }
+        let request_id = self
+            .request_change(p, user, kind, subject, json!({ "subject": subject }))
+            .await?;
+        Err(ServiceError::ApprovalRequired { request_id })
+    }
+
+    /// The request `id`, approved, for `kind` on `user` with `subject`, asked
+    /// by the same person (or, for a request without a known person, the
+    /// same actor) as `p`.
+    pub(crate) async fn approved_change(
+        &self,
+        p: &Principal,
+        user: &UserRecord,
+        kind: ChangeKind,
+        subject: &str,
+        id: &str,
+    ) -> ServiceResult<TapRequestRecord> {
         let req = self
             .store
             .tap_request(id)
             .await?
-            .ok_or_else(|| ServiceError::NotFound("pass request".into()))?;
-        if req.requested_by == p.actor() {
+            .ok_or_else(|| ServiceError::NotFound("change request".into()))?;
+        if req.kind != kind.as_str() || req.user_id != user.id || req.subject != subject {
+            return Err(ServiceError::InvalidState(format!(
+                "request {id} approves another change (a {} for another subject)",
+                req.kind
+            )));
+        }
+        if !same_requester(&req, p) {
             return Err(ServiceError::Forbidden(
-                "the approver must be someone other than the requester".into(),
+                "only the requester makes an approved change".into(),
             ));
         }
+        if req.state != "approved" {
+            return Err(ServiceError::InvalidState(format!(
+                "request {id} is {}, not approved",
+                req.state
+            )));
+        }
+        Ok(req)
+    }
+
+    /// Use an approved request inside the change's transaction (once).
+    pub(crate) async fn consume_change(
+        &self,
+        tx: &mut latchkey_store::WriteTx,
+        req: &TapRequestRecord,
+        result_id: Option<&str>,
+    ) -> ServiceResult<()> {
+        if !tx
+            .decide_tap_request(&req.id, "approved", "used", None, result_id, self.now())
+            .await?
+        {
+            return Err(ServiceError::InvalidState(format!(
+                "request {} was already used",
+                req.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// A second person approves a request. Passes and credential changes
+    /// need an administrator; policy exceptions a security administrator.
+    /// The approver is a named person (a session, or a token with an owner
+    /// who still holds the role), neither the requester nor the user the
+    /// change is for. There is no automatic approval, however few
+    /// administrators there are: a break-glass account is the way out.
+    pub async fn approve_change_request(&self, p: &Principal, id: &str) -> ServiceResult<TapRequestRecord> {
+        let req = self
+            .store
+            .tap_request(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("change request".into()))?;
+        let kind = ChangeKind::parse(&req.kind)?;
+        let role = if kind == ChangeKind::PolicyException {
+            Role::SecurityAdmin
+        } else {
+            Role::Admin
+        };
+        if !p.has_role(role) {
+            return Err(ServiceError::Forbidden(format!(
+                "approving this request needs the {} role",
+                if role == Role::Admin {
+                    "admin"
+                } else {
+                    "security_admin or admin"
+                }
+            )));
+        }
+        if let Principal::ApiToken(t) = p {
+            // A token is only as good as its owner: one who lost the role or
+            // left does not approve through a token made earlier.
+            if let Some(owner_id) = &t.owner_user_id {
+                let owner = self.store.user_by_id(owner_id).await?;
+                let holds = owner.is_some_and(|o| {
+                    o.state == UserState::Active && (o.roles.contains(&role) || o.roles.contains(&Role::Admin))
+                });
+                if !holds {
+                    return Err(ServiceError::Forbidden(
+                        "this token's owner no longer holds the role to approve".into(),
+                    ));
+                }
+            }
+        }
+        check_approval(
+            req.requester_user_id.as_deref(),
+            p.human_id(),
+            Some(&req.user_id),
+            req.requested_by == p.actor(),
+        )?;
         let user = self
             .store
             .user_by_id(&req.user_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("user".into()))?;
-        if p.is_user(&user) {
-            return Err(ServiceError::Forbidden(
-                "nobody may approve a pass for themselves".into(),
-            ));
-        }
+        let approver = p.human_id().expect("check_approval needs a named approver");
+        let now = self.now();
         let mut tx = self.store.write().await?;
-        if !tx
-            .decide_tap_request(id, "pending_approval", "approved", Some(&p.actor()), None, self.now())
-            .await?
-        {
+        if !tx.approve_change_request(id, &p.actor(), approver, now).await? {
             return Err(ServiceError::InvalidState(format!(
                 "the request is {}, not pending approval",
                 req.state
@@ -109,13 +311,22 @@ impl App {
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
-                "tap.approve",
+                if kind == ChangeKind::Tap { "tap.approve" } else { "change.approve" },
                 format!("user:{}", user.username),
-                json!({ "request_id": id, "requested_by": req.requested_by }),
+                json!({ "request_id": id, "kind": kind.as_str(), "subject": req.subject, "requested_by": req.requested_by }),
             ),
             self.clock.now_ms(),
         )
         .await?;
+        if kind == ChangeKind::PolicyException {
+            // Nothing secret to re-send: the approval makes the exception.
+            let exception_id = self.make_approved_exception(&mut tx, p, &req).await?;
+            let approved = TapRequestRecord {
+                state: "approved".into(),
+                ..req.clone()
+            };
+            self.consume_change(&mut tx, &approved, Some(&exception_id)).await?;
+        }
         tx.commit().await?;
         Ok(self.store.tap_request(id).await?.expect("request exists"))
     }
@@ -128,7 +339,12 @@ impl App {
             .tap_request(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("pass request".into()))?;
-        if req.requested_by != p.actor() {
+        if req.kind != ChangeKind::Tap.as_str() {
+            return Err(ServiceError::InvalidState(format!(
+                "request {id} is not a pass request"
+            )));
+        }
+        if !same_requester(&req, p) {
             return Err(ServiceError::Forbidden(
                 "only the requester issues an approved pass".into(),
             ));
@@ -147,7 +363,7 @@ impl App {
                 single_use: req.single_use,
                 starts_in_minutes: Some(req.starts_in_minutes),
                 verification: verification.clone(),
-                issuer_is_subject: p.is_user(&user),
+                issuer_is_subject: p.acts_for(&user),
             },
             now,
         )?;
@@ -266,11 +482,14 @@ impl App {
 
     /// Mark a device lost or retired: every method bound to it is revoked and
     /// its sessions end, in one audited transaction.
+    /// For a privileged user's device, ended by someone else, `approval`
+    /// names the approved request (the first call records one).
     pub async fn end_device(
         &self,
         p: &Principal,
         device_id: &str,
         to: DeviceState,
+        approval: Option<&str>,
     ) -> ServiceResult<(DeviceRecord, Vec<String>, u64)> {
         let device = self
             .store
@@ -285,8 +504,15 @@ impl App {
         if !p.has_role(Role::Helpdesk) {
             self.require_register(p, &user).await?;
         }
+        let subject = format!("{device_id}:{}", to.as_str());
+        let approved = self
+            .gate_privileged_change(p, &user, ChangeKind::DeviceEnd, &subject, approval)
+            .await?;
         let now = self.now();
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            self.consume_change(&mut tx, req, Some(device_id)).await?;
+        }
         let (methods, sessions) = self.end_device_in(&mut tx, p, &user, &device, to, now).await?;
         tx.commit().await?;
         let device = self.store.device(device_id).await?.unwrap_or(device);
@@ -385,7 +611,7 @@ impl App {
         require_helpdesk(p)?;
         let scenario = Scenario::parse(scenario)?;
         let user = self.user(username).await?;
-        if p.is_user(&user) {
+        if p.acts_for(&user) {
             return Err(ServiceError::Forbidden(
                 "open a case for someone else; your own recovery goes through a colleague".into(),
             ));
@@ -458,6 +684,23 @@ impl App {
         let (rec, case, user) = self.load_case(id).await?;
         // Order first, so an out-of-turn step says so before its evidence is checked.
         case.check_next(step)?;
+        // Stripping a privileged user's methods is a privileged change: a
+        // second approver, before this step's transaction begins.
+        let removal_approved = if step == CaseStep::RemoveOldMethods
+            && !(input.remove_method_ids.is_empty() && input.lost_device_ids.is_empty())
+        {
+            let subject = removal_subject(id, &input);
+            self.gate_privileged_change(
+                p,
+                &user,
+                ChangeKind::CaseRemoveOldMethods,
+                &subject,
+                input.approval_id.as_deref(),
+            )
+            .await?
+        } else {
+            None
+        };
         let actor = p.actor();
         let now = self.now();
         let mut tap = None;
@@ -480,12 +723,12 @@ impl App {
                         single_use,
                         starts_in_minutes: None,
                         verification: verification.clone(),
-                        issuer_is_subject: p.is_user(&user),
+                        issuer_is_subject: p.acts_for(&user),
                     },
                     now,
                 )?;
                 let vjson = serde_json::to_value(&verification).expect("verification serialises");
-                if user.privileged() {
+                if two_person_rule_applies(p, &user) {
                     // Two people: the request is approved by a second
                     // helpdesk member and issued by the requester first; the
                     // step then records that issued request.
@@ -514,7 +757,7 @@ impl App {
                         .tap_request(req_id)
                         .await?
                         .ok_or_else(|| ServiceError::NotFound("pass request".into()))?;
-                    if req.user_id != user.id || req.state != "issued" {
+                    if req.kind != ChangeKind::Tap.as_str() || req.user_id != user.id || req.state != "issued" {
                         return Err(ServiceError::InvalidState(
                             "that pass request is not an issued pass for this user".into(),
                         ));
@@ -569,6 +812,9 @@ impl App {
                 case.complete(step, &actor, json!({ "new_methods": new }), now)?
             }
             CaseStep::RemoveOldMethods => {
+                if let Some(req) = &removal_approved {
+                    self.consume_change(&mut tx, req, Some(id)).await?;
+                }
                 let mut removed = vec![];
                 for device_id in &input.lost_device_ids {
                     let device = self

@@ -3,15 +3,16 @@
 //! own rules (lifetimes, single use, when it is usable) are
 //! `latchkey_core::tap`'s.
 
-use latchkey_core::tap::{self, IdentityVerification, TapRequest, TapState, VerificationMethod};
+use latchkey_core::tap::{self, ChangeKind, IdentityVerification, TapRequest, TapState, VerificationMethod};
 use latchkey_core::Role;
-use latchkey_store::{new_id, AuditEntry, NewUser, UserRecord};
+use latchkey_store::{new_id, AuditEntry, NewChangeRequest, NewUser, UserRecord};
 use rand::rngs::OsRng;
 use serde_json::json;
 
 use crate::error::{ServiceError, ServiceResult};
 
 use crate::app::*;
+use crate::recovery::two_person_rule_applies;
 
 impl App {
     // ---- temporary access passes ---------------------------------------
@@ -37,7 +38,7 @@ impl App {
 
     /// Issue a pass after a recorded identity verification. For a privileged
     /// user the pass does not exist yet: a request waits for a second person
-    /// (see `approve_tap_request`).
+    /// (see `approve_change_request`).
     pub async fn issue_tap(
         &self,
         p: &Principal,
@@ -66,21 +67,27 @@ impl App {
             single_use,
             starts_in_minutes,
             verification: verification.clone(),
-            issuer_is_subject: p.is_user(&user),
+            // One person's sessions and tokens are all that person.
+            issuer_is_subject: p.acts_for(&user),
         };
         let grant = self.config.tap.validate(&request, now)?;
         let verification = serde_json::to_value(&verification).expect("verification serialises");
-        if user.privileged() {
+        if two_person_rule_applies(p, &user) {
             let id = new_id();
             let mut tx = self.store.write().await?;
-            tx.insert_tap_request(
-                &id,
-                &user.id,
-                &p.actor(),
-                &verification.to_string(),
-                (grant.expires_at - grant.starts_at) / 60,
-                grant.single_use,
-                (grant.starts_at - now) / 60,
+            tx.insert_change_request(
+                &NewChangeRequest {
+                    id: &id,
+                    user_id: &user.id,
+                    kind: ChangeKind::Tap.as_str(),
+                    subject: "",
+                    requested_by: &p.actor(),
+                    requester_user_id: p.human_id(),
+                    verification_json: &verification.to_string(),
+                    lifetime_minutes: (grant.expires_at - grant.starts_at) / 60,
+                    single_use: grant.single_use,
+                    starts_in_minutes: (grant.starts_at - now) / 60,
+                },
                 now,
             )
             .await?;

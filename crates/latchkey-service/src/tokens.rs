@@ -62,18 +62,51 @@ impl App {
     }
 
     pub async fn create_api_token(&self, p: &Principal, name: &str) -> ServiceResult<(ApiTokenRecord, String)> {
-        self.create_scoped_api_token(p, name, &[API_SCOPE_ADMIN]).await
+        self.create_scoped_api_token(p, name, &[API_SCOPE_ADMIN], None).await
     }
 
     /// A token limited to `scopes`: `admin` (everything), or `mdm` (only
     /// device compliance updates, for an MDM integration).
+    ///
+    /// Every token acts for a human, its owner: the person behind a session
+    /// that creates it, or behind the token that creates it (a second token
+    /// is still the same person). The local operator names the owner
+    /// (`owner`); an admin-scoped token's owner must be an active
+    /// administrator. A token without an owner works but approves nothing.
     pub async fn create_scoped_api_token(
         &self,
         p: &Principal,
         name: &str,
         scopes: &[&str],
+        owner: Option<&str>,
     ) -> ServiceResult<(ApiTokenRecord, String)> {
         p.require_admin()?;
+        let owner_user = match (p, owner) {
+            (Principal::Operator, Some(username)) => Some(self.user(username).await?),
+            (Principal::Operator, None) => None,
+            (_, named) => {
+                let own = match p.human_id() {
+                    Some(id) => self.store.user_by_id(id).await?,
+                    None => None,
+                };
+                if let Some(named) = named {
+                    if own.as_ref().map(|u| u.username.as_str()) != Some(named) {
+                        return Err(ServiceError::Forbidden(
+                            "a token's owner is the person creating it; another person creates their own".into(),
+                        ));
+                    }
+                }
+                own
+            }
+        };
+        if let Some(o) = &owner_user {
+            if scopes.contains(&API_SCOPE_ADMIN) && !(o.state == UserState::Active && o.is_admin()) {
+                return Err(ServiceError::InvalidRequest(format!(
+                    "an admin-scoped token's owner must be an active administrator; '{}' is not",
+                    o.username
+                )));
+            }
+        }
         if scopes.is_empty() || scopes.iter().any(|s| ![API_SCOPE_ADMIN, API_SCOPE_MDM].contains(s)) {
             return Err(ServiceError::InvalidRequest("scopes must be 'admin' or 'mdm'".into()));
         }
@@ -89,6 +122,8 @@ impl App {
             name: name.to_owned(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             created_by: p.actor(),
+            owner_user_id: owner_user.as_ref().map(|u| u.id.clone()),
+            owner: owner_user.as_ref().map(|u| u.username.clone()),
         };
         let mut tx = self.store.write().await?;
         tx.insert_api_token(&rec, &self.hash("api token", &token), self.now())
@@ -98,7 +133,7 @@ impl App {
                 p.actor(),
                 "api_token.create",
                 format!("api_token:{}", rec.id),
-                json!({ "name": rec.name, "scopes": rec.scopes }),
+                json!({ "name": rec.name, "scopes": rec.scopes, "owner": rec.owner }),
             ),
             self.clock.now_ms(),
         )

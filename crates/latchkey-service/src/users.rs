@@ -3,6 +3,7 @@
 
 use latchkey_core::model::DirectoryField;
 use latchkey_core::password::check_password_policy;
+use latchkey_core::tap::ChangeKind;
 use latchkey_core::{Role, UserState, Username, VerifyMethod};
 use latchkey_store::{AuditEntry, NewUser, UserRecord};
 use serde_json::json;
@@ -11,6 +12,7 @@ use zeroize::Zeroizing;
 use crate::error::{ServiceError, ServiceResult};
 
 use crate::app::*;
+use crate::recovery::two_person_rule_applies;
 
 impl App {
     // ---- users ---------------------------------------------------------
@@ -36,6 +38,17 @@ impl App {
             ));
         }
         Ok(self.store.list_users().await?)
+    }
+
+    /// Active administrators: the people who can approve a privileged change.
+    pub(crate) async fn active_admin_count(&self) -> ServiceResult<usize> {
+        Ok(self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .filter(|u| u.state == UserState::Active && u.roles.contains(&Role::Admin))
+            .count())
     }
 
     pub async fn create_user(
@@ -68,7 +81,10 @@ impl App {
 
     /// Change a user's directory attributes (admin). Fields left `None` keep
     /// their value; an empty department clears it. The last active
-    /// administrator cannot lose the admin role.
+    /// administrator cannot lose the admin role. Granting a role needs a
+    /// second person: the first call records a `user.roles` request and
+    /// answers `ApprovalRequired`; the requester repeats the change with
+    /// `approval` once someone else approved it.
     pub async fn update_user(&self, p: &Principal, username: &str, change: UserChange) -> ServiceResult<UserRecord> {
         p.require_admin()?;
         let before = self.user(username).await?;
@@ -86,21 +102,35 @@ impl App {
             },
         )?;
         if before.roles.contains(&Role::Admin) && !new.roles.contains(&Role::Admin) {
-            let admins = self
-                .store
-                .list_users()
-                .await?
-                .into_iter()
-                .filter(|u| u.state == UserState::Active && u.roles.contains(&Role::Admin))
-                .count();
-            if admins <= 1 {
+            if self.active_admin_count().await? <= 1 {
                 return Err(ServiceError::Conflict(format!(
                     "'{}' is the last active administrator; make someone else an administrator first",
                     before.username
                 )));
             }
         }
+        // Granting a role waits for a second person (removals apply at once).
+        // The local operator is exempt, as from every two-person rule.
+        let mut granted: Vec<&str> = new
+            .roles
+            .iter()
+            .filter(|r| !before.roles.contains(r))
+            .map(|r| r.as_str())
+            .collect();
+        granted.sort_unstable();
+        let approved = if granted.is_empty() || matches!(p, Principal::Operator) {
+            None
+        } else {
+            let subject = json!({ "grant": granted }).to_string();
+            Some(
+                self.second_person_gate(p, &before, ChangeKind::RoleGrant, &subject, change.approval.as_deref())
+                    .await?,
+            )
+        };
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            self.consume_change(&mut tx, req, None).await?;
+        }
         tx.update_user_profile(&before.id, &new, self.now()).await?;
         tx.audit(
             &AuditEntry::new(
@@ -110,6 +140,8 @@ impl App {
                 json!({
                     "before": { "display_name": before.display_name, "department": before.department, "groups": before.groups, "roles": before.roles },
                     "after": { "display_name": new.display_name, "department": new.department, "groups": new.groups, "roles": new.roles },
+                    "request_id": approved.as_ref().map(|r| &r.id),
+                    "approved_by": approved.as_ref().and_then(|r| r.decided_by.as_ref()),
                 }),
             ),
             self.clock.now_ms(),
@@ -119,10 +151,21 @@ impl App {
         self.user(username).await
     }
 
-    pub async fn set_password(&self, p: &Principal, username: &str, password: &str) -> ServiceResult<()> {
+    /// Set `username`'s password. For a privileged user set by someone
+    /// else, `approval` names the approved request (the first call records
+    /// one and answers `ApprovalRequired`).
+    pub async fn set_password(
+        &self,
+        p: &Principal,
+        username: &str,
+        password: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<()> {
         let user = self.user(username).await?;
-        self.require_register(p, &user).await?;
         check_password_policy(password)?;
+        let approved = self
+            .authorize_credential_change(p, &user, ChangeKind::Password, "", approval)
+            .await?;
         let params = self.config.password;
         let pw = Zeroizing::new(password.to_owned());
         let phc = tokio::task::spawn_blocking(move || params.hash(&pw))
@@ -130,9 +173,20 @@ impl App {
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let now = self.now();
         let mut tx = self.store.write().await?;
+        if let Some(req) = &approved {
+            self.consume_change(&mut tx, req, None).await?;
+        }
         tx.set_password_hash(&user.id, &phc, now).await?;
         tx.audit(
-            &AuditEntry::new(p.actor(), "password.set", format!("user:{}", user.username), json!({})),
+            &AuditEntry::new(
+                p.actor(),
+                "password.set",
+                format!("user:{}", user.username),
+                match &approved {
+                    Some(req) => json!({ "request_id": req.id, "approved_by": req.decided_by }),
+                    None => json!({}),
+                },
+            ),
             self.clock.now_ms(),
         )
         .await?;
@@ -153,8 +207,18 @@ impl App {
     /// Registering or removing methods, or changing a password: an admin, or
     /// the user themself with a fresh strong sign-in (or a TAP session). A
     /// stolen password alone never gets this far: there is no password-only
-    /// session.
+    /// session. Someone else's change to a privileged user's security info
+    /// needs a second approver: here it is refused, and the operations that
+    /// take an approval go through [`App::authorize_credential_change`].
     pub(crate) async fn require_register(&self, p: &Principal, target: &UserRecord) -> ServiceResult<()> {
+        if two_person_rule_applies(p, target) {
+            return Err(ServiceError::Forbidden(format!(
+                "'{}' holds a role: someone else's change to their security info needs a second approver \
+                 (a password, authenticator app, recovery codes or removal can be requested; other methods \
+                 they enrol themselves, with an approved pass)",
+                target.username
+            )));
+        }
         if p.is_admin() {
             return Ok(());
         }
@@ -177,6 +241,28 @@ impl App {
                 "you may only change your own security info".into(),
             )),
         }
+    }
+
+    /// Who may change `target`'s credentials, and with which approval: for
+    /// someone else's change to a privileged user, an administrator with an
+    /// approved request for exactly this change (returned, to be consumed in
+    /// the change's transaction); otherwise [`App::require_register`].
+    pub(crate) async fn authorize_credential_change(
+        &self,
+        p: &Principal,
+        target: &UserRecord,
+        kind: ChangeKind,
+        subject: &str,
+        approval: Option<&str>,
+    ) -> ServiceResult<Option<latchkey_store::TapRequestRecord>> {
+        if two_person_rule_applies(p, target) {
+            // Only administrators change someone else's security info; check
+            // before a request is recorded that could never be used.
+            p.require_admin()?;
+            return self.gate_privileged_change(p, target, kind, subject, approval).await;
+        }
+        self.require_register(p, target).await?;
+        Ok(None)
     }
 
     pub async fn clear_lockout(&self, p: &Principal, username: &str) -> ServiceResult<()> {
@@ -205,6 +291,8 @@ pub struct UserChange {
     pub department: Option<String>,
     pub groups: Option<Vec<String>>,
     pub roles: Option<Vec<String>>,
+    /// The approved `user.roles` request, when this change grants a role.
+    pub approval: Option<String>,
 }
 
 /// Validated directory attributes, for creating or updating a user.

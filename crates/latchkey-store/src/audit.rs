@@ -46,6 +46,7 @@ pub(crate) fn record_from_row(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
         details: r.try_get("details")?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
+        scheme: r.try_get("scheme")?,
     })
 }
 
@@ -57,9 +58,17 @@ impl WriteTx {
         let (seq, hash) = self.audit_head().await?;
         let details = serde_json::to_string(&entry.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let prev = if seq == 0 { None } else { Some((seq, hash.as_str())) };
-        let rec = next_record(prev, at_ms, &entry.actor, &entry.action, &entry.target, &details);
+        let rec = next_record(
+            prev,
+            at_ms,
+            &entry.actor,
+            &entry.action,
+            &entry.target,
+            &details,
+            self.chain_key.as_deref(),
+        );
         sqlx::query(
-            "INSERT INTO audit_events (seq, at_ms, actor, action, target, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO audit_events (seq, at_ms, actor, action, target, details, prev_hash, hash, scheme) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(rec.seq)
         .bind(rec.at_ms)
@@ -69,6 +78,7 @@ impl WriteTx {
         .bind(&rec.details)
         .bind(&rec.prev_hash)
         .bind(&rec.hash)
+        .bind(&rec.scheme)
         .execute(self.conn())
         .await?;
         // The head row itself is written once, when the transaction commits.
@@ -78,6 +88,24 @@ impl WriteTx {
 }
 
 impl Store {
+    /// The head as the database records it: (seq, hash).
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((head.try_get("seq")?, head.try_get("hash")?))
+    }
+
+    /// The stored hash of the record at `seq`, if there is one.
+    pub async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?)
+    }
+
     /// One audited change in its own transaction, for callers with nothing else to write.
     pub async fn audit_only(&self, entry: &AuditEntry, at_ms: i64) -> Result<i64> {
         let mut tx = self.write().await?;
@@ -118,7 +146,7 @@ impl Store {
             .await?;
         let head_seq: i64 = head.try_get("seq")?;
         let head_hash: String = head.try_get("hash")?;
-        let mut verifier = ChainVerifier::new();
+        let mut verifier = ChainVerifier::with_key(self.chain_key.as_deref().cloned());
         let mut after = 0;
         loop {
             let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT 5000")

@@ -34,6 +34,26 @@ pub struct ApiTokenRecord {
     pub name: String,
     pub scopes: Vec<String>,
     pub created_by: String,
+    /// The human the token acts for (user id); `None` for tokens made before
+    /// owners were recorded: they work, but approve nothing.
+    pub owner_user_id: Option<String>,
+    /// That human's username, read with the token.
+    pub owner: Option<String>,
+}
+
+/// Tokens are read with their owner's username.
+const API_TOKEN_SELECT: &str =
+    "SELECT t.*, u.username AS owner_username FROM api_tokens t LEFT JOIN users u ON u.id = t.owner_user_id";
+
+fn api_token_from_row(r: &sqlx::any::AnyRow) -> Result<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        scopes: json_vec(&r.try_get::<String, _>("scopes_json")?, "scopes")?,
+        created_by: r.try_get("created_by")?,
+        owner_user_id: r.try_get("owner_user_id")?,
+        owner: r.try_get("owner_username")?,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -355,34 +375,23 @@ impl Store {
     // ---- API tokens ----------------------------------------------------
 
     pub async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(ApiTokenRecord {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                scopes: json_vec(&r.try_get::<String, _>("scopes_json")?, "scopes")?,
-                created_by: r.try_get("created_by")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(&format!(
+            "{API_TOKEN_SELECT} WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_token_from_row).transpose()
     }
 
     pub async fn list_api_tokens(&self) -> Result<Vec<(ApiTokenRecord, i64, Option<i64>)>> {
-        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at")
+        sqlx::query(&format!("{API_TOKEN_SELECT} ORDER BY t.created_at"))
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(|r| {
                 Ok((
-                    ApiTokenRecord {
-                        id: r.try_get("id")?,
-                        name: r.try_get("name")?,
-                        scopes: json_vec(&r.try_get::<String, _>("scopes_json")?, "scopes")?,
-                        created_by: r.try_get("created_by")?,
-                    },
+                    api_token_from_row(r)?,
                     r.try_get("created_at")?,
                     r.try_get("revoked_at")?,
                 ))
@@ -574,13 +583,14 @@ impl WriteTx {
     }
 
     pub async fn insert_api_token(&mut self, rec: &ApiTokenRecord, token_hash: &str, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, scopes_json, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, scopes_json, created_by, created_at, owner_user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&rec.id)
             .bind(&rec.name)
             .bind(token_hash)
             .bind(serde_json::to_string(&rec.scopes).expect("strings serialise"))
             .bind(&rec.created_by)
             .bind(now)
+            .bind(rec.owner_user_id.clone())
             .execute(self.conn())
             .await
             .map_err(|e| StoreError::from_insert(e, "token"))?;

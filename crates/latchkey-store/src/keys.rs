@@ -2,14 +2,18 @@
 //!
 //! One 256-bit master key (a file in the data dir, or `LATCHKEY_SECRET_KEY`)
 //! is expanded with HKDF into purpose-bound subkeys: one seals secrets with
-//! AES-256-GCM, one peppers the keyed hashes of bearer codes. A database copy
-//! without the key reveals neither TOTP seeds nor anything to brute-force.
+//! AES-256-GCM, one peppers the keyed hashes of bearer codes, one keys the
+//! audit chain's HMAC, one signs audit checkpoints (Ed25519). A database copy
+//! without the key reveals neither TOTP seeds nor anything to brute-force,
+//! and a database writer without it cannot re-chain the audit log.
 
 use std::path::Path;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use ed25519_dalek::{Signer, SigningKey, Verifier};
 use hkdf::Hkdf;
+use latchkey_core::audit::{ChainKey, Checkpoint};
 use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -22,6 +26,8 @@ const NONCE_LEN: usize = 12;
 pub struct Keys {
     seal: Aes256Gcm,
     pepper: Zeroizing<[u8; 32]>,
+    audit_chain: Zeroizing<[u8; 32]>,
+    checkpoint: SigningKey,
 }
 
 impl std::fmt::Debug for Keys {
@@ -39,9 +45,17 @@ impl Keys {
         let mut pepper = Zeroizing::new([0u8; 32]);
         hk.expand(b"pepper bearer codes v1", pepper.as_mut())
             .expect("32 bytes is a valid HKDF length");
+        let mut audit_chain = Zeroizing::new([0u8; 32]);
+        hk.expand(b"audit chain hmac v1", audit_chain.as_mut())
+            .expect("32 bytes is a valid HKDF length");
+        let mut checkpoint_seed = Zeroizing::new([0u8; 32]);
+        hk.expand(b"audit checkpoint ed25519 v1", checkpoint_seed.as_mut())
+            .expect("32 bytes is a valid HKDF length");
         Self {
             seal: Aes256Gcm::new_from_slice(seal_key.as_ref()).expect("32-byte key"),
             pepper,
+            audit_chain,
+            checkpoint: SigningKey::from_bytes(&checkpoint_seed),
         }
     }
 
@@ -123,6 +137,33 @@ impl Keys {
     pub fn pepper(&self) -> &[u8] {
         self.pepper.as_ref()
     }
+
+    /// The key that chains audit records.
+    pub fn audit_chain_key(&self) -> ChainKey {
+        ChainKey::new(*self.audit_chain)
+    }
+
+    /// Sign a checkpoint of the audit head (fills its `signature`).
+    pub fn sign_checkpoint(&self, cp: &mut Checkpoint) {
+        cp.signature = hex::encode(self.checkpoint.sign(&cp.signed_bytes()).to_bytes());
+    }
+
+    /// Whether `cp`'s signature is this master key's.
+    pub fn checkpoint_signature_ok(&self, cp: &Checkpoint) -> bool {
+        let Ok(bytes) = hex::decode(&cp.signature) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+            return false;
+        };
+        self.checkpoint.verifying_key().verify(&cp.signed_bytes(), &sig).is_ok()
+    }
+
+    /// The checkpoint verifying key (hex), for whoever checks checkpoints
+    /// without the master key.
+    pub fn checkpoint_public_key(&self) -> String {
+        hex::encode(self.checkpoint.verifying_key().to_bytes())
+    }
 }
 
 #[cfg(unix)]
@@ -158,6 +199,28 @@ mod tests {
             "bound to the key"
         );
         assert!(k.open(&s[..5], "row-1").is_err());
+    }
+
+    #[test]
+    fn checkpoints_are_signed_by_the_master_key() {
+        let k = Keys::from_master(&[7u8; 32]);
+        let mut cp = Checkpoint {
+            seq: 3,
+            hash: "ab".repeat(32),
+            at_ms: 1,
+            keyed_from: Some(1),
+            signature: String::new(),
+        };
+        k.sign_checkpoint(&mut cp);
+        assert!(k.checkpoint_signature_ok(&cp));
+        assert!(!Keys::from_master(&[8u8; 32]).checkpoint_signature_ok(&cp));
+        let mut moved = cp.clone();
+        moved.seq = 2;
+        assert!(!k.checkpoint_signature_ok(&moved), "the signature covers the seq");
+        assert_ne!(
+            k.audit_chain_key().id(),
+            Keys::from_master(&[8u8; 32]).audit_chain_key().id()
+        );
     }
 
     #[test]

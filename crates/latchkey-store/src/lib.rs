@@ -43,7 +43,7 @@ pub use policy::{
 };
 pub use push::{PushDeviceRecord, PushPromptRecord, SmsCodeRecord};
 pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
-pub use recovery::{CaseRecord, DeviceRecord, SignInSummary, TapRequestRecord};
+pub use recovery::{CaseRecord, DeviceRecord, NewChangeRequest, SignInSummary, TapRequestRecord};
 pub use users::{NewUser, UserRecord};
 pub use webauthn::{CeremonyRecord, NewWebauthnCredential, WebauthnCredentialRecord};
 
@@ -85,6 +85,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Keys the audit chain; without it (tests of the store alone) records
+    /// are chained unkeyed.
+    chain_key: Option<std::sync::Arc<latchkey_core::audit::ChainKey>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -131,7 +134,17 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            chain_key: None,
+        })
+    }
+
+    /// Chain audit records (and verify them) under `key` from now on.
+    pub fn with_audit_key(mut self, key: latchkey_core::audit::ChainKey) -> Self {
+        self.chain_key = Some(std::sync::Arc::new(key));
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -157,6 +170,7 @@ impl Store {
             head: Some(head),
             head_moved: false,
             audited: true,
+            chain_key: self.chain_key.clone(),
         })
     }
 
@@ -164,7 +178,7 @@ impl Store {
     /// instead of the audit chain (throttle counters, sign-in log rows, a new
     /// flow). It takes no lock up front: its first statement must be a write,
     /// so SQLite takes the write lock then. Appending an audit event takes the
-    /// audit-head lock at that point.
+    /// audit-head lock at that point (and chains under the same key).
     pub async fn bookkeeping(&self) -> Result<WriteTx> {
         Ok(WriteTx {
             tx: self.pool.begin().await?,
@@ -172,6 +186,7 @@ impl Store {
             head: None,
             head_moved: false,
             audited: false,
+            chain_key: self.chain_key.clone(),
         })
     }
 
@@ -198,6 +213,9 @@ pub struct WriteTx {
     /// Events were appended: the head row is written once, at commit.
     head_moved: bool,
     audited: bool,
+    /// Keys every event appended in this transaction (None only for tests
+    /// of the store alone).
+    chain_key: Option<std::sync::Arc<latchkey_core::audit::ChainKey>>,
 }
 
 impl WriteTx {

@@ -63,7 +63,7 @@ impl WriteTx {
     /// End every way into the account at once: web sessions, OpenID Connect
     /// grants with their access and refresh tokens, sign-in flows in
     /// progress, passes not yet spent, pending push prompts, and the API
-    /// tokens the user created. `token_creator` is the actor string API
+    /// tokens the user created or owns. `token_creator` is the actor string API
     /// tokens record for their creator.
     pub async fn revoke_user_access(&mut self, user_id: &str, token_creator: &str, now: i64) -> Result<RevokedAccess> {
         let sessions = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
@@ -95,9 +95,12 @@ impl WriteTx {
         .await?
         .rows_affected();
         let api_tokens =
-            sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE created_by = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(token_creator)
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE (created_by = $2 OR owner_user_id = $3) AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(token_creator)
+            .bind(user_id)
                 .execute(self.conn())
                 .await?
                 .rows_affected();

@@ -64,6 +64,47 @@ fn case_from_row(r: &sqlx::any::AnyRow) -> Result<CaseRecord> {
     })
 }
 
+/// A new privileged change request (see `latchkey_service::recovery`).
+#[derive(Debug, Clone)]
+pub struct NewChangeRequest<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub kind: &'a str,
+    pub subject: &'a str,
+    pub requested_by: &'a str,
+    pub requester_user_id: Option<&'a str>,
+    /// The pass parameters (kind `tap`); zero/empty for other kinds.
+    pub verification_json: &'a str,
+    pub lifetime_minutes: i64,
+    pub single_use: bool,
+    pub starts_in_minutes: i64,
+}
+
+impl<'a> NewChangeRequest<'a> {
+    /// A request for a change other than a pass: no pass parameters.
+    pub fn change(
+        id: &'a str,
+        user_id: &'a str,
+        kind: &'a str,
+        subject: &'a str,
+        requested_by: &'a str,
+        requester_user_id: Option<&'a str>,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            kind,
+            subject,
+            requested_by,
+            requester_user_id,
+            verification_json: "null",
+            lifetime_minutes: 0,
+            single_use: true,
+            starts_in_minutes: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TapRequestRecord {
     pub id: String,
@@ -76,8 +117,18 @@ pub struct TapRequestRecord {
     pub state: String,
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
+    /// What the approved change produced: the pass, the method, the exception.
     pub tap_id: Option<String>,
     pub created_at: i64,
+    /// tap, password, method.enroll, method.remove, device.end,
+    /// case.remove_old_methods, policy.exception
+    pub kind: String,
+    /// What exactly was approved (a method id, a device, canonical JSON).
+    pub subject: String,
+    /// The human who asked (None: a request made before owners were recorded,
+    /// or by a token without an owner).
+    pub requester_user_id: Option<String>,
+    pub approver_user_id: Option<String>,
 }
 
 fn tap_request_from_row(r: &sqlx::any::AnyRow) -> Result<TapRequestRecord> {
@@ -94,6 +145,10 @@ fn tap_request_from_row(r: &sqlx::any::AnyRow) -> Result<TapRequestRecord> {
         decided_at: r.try_get("decided_at")?,
         tap_id: r.try_get("tap_id")?,
         created_at: r.try_get("created_at")?,
+        kind: r.try_get("kind")?,
+        subject: r.try_get("subject")?,
+        requester_user_id: r.try_get("requester_user_id")?,
+        approver_user_id: r.try_get("approver_user_id")?,
     })
 }
 
@@ -266,32 +321,48 @@ impl WriteTx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn insert_tap_request(
-        &mut self,
-        id: &str,
-        user_id: &str,
-        requested_by: &str,
-        verification_json: &str,
-        lifetime_minutes: i64,
-        single_use: bool,
-        starts_in_minutes: i64,
-        now: i64,
-    ) -> Result<()> {
+    /// A privileged change request waiting for a second approver.
+    pub async fn insert_change_request(&mut self, r: &NewChangeRequest<'_>, now: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO tap_requests (id, user_id, requested_by, verification_json, lifetime_minutes, single_use, starts_in_minutes, state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_approval', $8)",
+            "INSERT INTO tap_requests (id, user_id, requested_by, verification_json, lifetime_minutes, single_use, starts_in_minutes, state, created_at, kind, subject, requester_user_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_approval', $8, $9, $10, $11)",
         )
-        .bind(id)
-        .bind(user_id)
-        .bind(requested_by)
-        .bind(verification_json)
-        .bind(lifetime_minutes)
-        .bind(single_use as i64)
-        .bind(starts_in_minutes)
+        .bind(r.id)
+        .bind(r.user_id)
+        .bind(r.requested_by)
+        .bind(r.verification_json)
+        .bind(r.lifetime_minutes)
+        .bind(r.single_use as i64)
+        .bind(r.starts_in_minutes)
         .bind(now)
+        .bind(r.kind)
+        .bind(r.subject)
+        .bind(r.requester_user_id.map(str::to_owned))
         .execute(self.conn())
         .await?;
         Ok(())
+    }
+
+    /// Approve a pending request, naming the approving human.
+    pub async fn approve_change_request(
+        &mut self,
+        id: &str,
+        actor: &str,
+        approver_user_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE tap_requests SET state = 'approved', decided_by = $1, decided_at = $2, approver_user_id = $3
+             WHERE id = $4 AND state = 'pending_approval'",
+        )
+        .bind(actor)
+        .bind(now)
+        .bind(approver_user_id)
+        .bind(id)
+        .execute(self.conn())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Move a request from `from` to `to`; false if someone else moved it first.
@@ -367,6 +438,18 @@ impl Store {
     pub async fn tap_request(&self, id: &str) -> Result<Option<TapRequestRecord>> {
         sqlx::query("SELECT * FROM tap_requests WHERE id = $1")
             .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tap_request_from_row)
+            .transpose()
+    }
+
+    /// The used request of `kind` whose change produced `result_id`.
+    pub async fn change_request_for_result(&self, kind: &str, result_id: &str) -> Result<Option<TapRequestRecord>> {
+        sqlx::query("SELECT * FROM tap_requests WHERE kind = $1 AND tap_id = $2 AND state = 'used'")
+            .bind(kind)
+            .bind(result_id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()

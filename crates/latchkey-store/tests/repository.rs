@@ -1086,6 +1086,8 @@ async fn case_api_tokens_and_notifications(db: &Db) {
         name: "ci".into(),
         scopes: vec!["admin".into()],
         created_by: "cli:operator".into(),
+        owner_user_id: None,
+        owner: None,
     };
     let mut tx = db.write().await.unwrap();
     tx.insert_api_token(&rec, "token-hash", 10).await.unwrap();

@@ -594,8 +594,8 @@ async fn seed_one_signin_user(app: &App, username: &str, i: usize) -> Result<Ben
             vec![],
         )
         .await?;
-    app.set_password(&op, username, PASSWORD).await?;
-    let e = app.enroll_totp(&op, username, None, None, None).await?;
+    app.set_password(&op, username, PASSWORD, None).await?;
+    let e = app.enroll_totp(&op, username, None, None, None, None).await?;
     let secret = otp::decode_secret(&e.secret_base32)?;
     let params = TotpParams::default();
     // Confirm with the previous step's code so the current and next steps

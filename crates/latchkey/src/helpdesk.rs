@@ -25,6 +25,32 @@ pub enum HelpdeskCmd {
         #[command(subcommand)]
         cmd: TapCmd,
     },
+    /// Privileged change requests (passes, credential changes, device ends,
+    /// case removals, policy exceptions) and their second approval.
+    Requests {
+        #[command(subcommand)]
+        cmd: RequestCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RequestCmd {
+    /// Requests, newest first.
+    List {
+        /// pending_approval, approved, issued, used
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request as the person behind the API token in the
+    /// LATCHKEY_TOKEN environment variable (a session or an owned token):
+    /// an approval needs a named person, which the local operator is not.
+    Approve {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -260,6 +286,8 @@ pub async fn run(app: &App, cmd: HelpdeskCmd) -> Result<()> {
                     lost_device_ids: lost_devices,
                     note,
                     tap_request_id: tap_request,
+                    // The local operator needs no approval (it holds the key).
+                    approval_id: None,
                 };
                 let r = app.case_step(&op, &id, &step, input).await?;
                 if json {
@@ -315,20 +343,46 @@ pub async fn run(app: &App, cmd: HelpdeskCmd) -> Result<()> {
                     }
                 }
             }
-            TapCmd::Requests { json } => {
-                let reqs = app.tap_requests(&op, None).await?;
+            TapCmd::Requests { json } => print_requests(app, None, json).await?,
+        },
+        HelpdeskCmd::Requests { cmd } => match cmd {
+            RequestCmd::List { state, json } => print_requests(app, state.as_deref(), json).await?,
+            RequestCmd::Approve { id, json } => {
+                let token = std::env::var("LATCHKEY_TOKEN").map_err(|_| {
+                    anyhow::anyhow!(
+                        "set LATCHKEY_TOKEN to the approver's API token (one with an owner) or session token"
+                    )
+                })?;
+                let approver = app.authenticate(token.trim()).await?;
+                let r = app.approve_change_request(&approver, &id).await?;
                 if json {
-                    print_json(&reqs)?;
+                    print_json(&r)?;
                 } else {
-                    for r in reqs {
-                        println!(
-                            "{}  user {}  {}  requested by {}",
-                            r.id, r.user_id, r.state, r.requested_by
-                        );
-                    }
+                    println!(
+                        "approved {} ({} for user {}) as {}",
+                        r.id,
+                        r.kind,
+                        r.user_id,
+                        approver.actor()
+                    );
                 }
             }
         },
+    }
+    Ok(())
+}
+
+async fn print_requests(app: &App, state: Option<&str>, json: bool) -> Result<()> {
+    let reqs = app.change_requests(&Principal::Operator, state).await?;
+    if json {
+        print_json(&reqs)?;
+    } else {
+        for r in reqs {
+            println!(
+                "{}  {:<24} user {}  {:<16} requested by {}",
+                r.id, r.kind, r.user_id, r.state, r.requested_by
+            );
+        }
     }
     Ok(())
 }
@@ -368,14 +422,14 @@ pub async fn run_device(app: &App, cmd: DeviceCmd) -> Result<()> {
             println!("registered device {} ({})", d.id, d.name);
         }
         DeviceCmd::Lost { id } => {
-            let (_, methods, sessions) = app.end_device(&op, &id, DeviceState::Lost).await?;
+            let (_, methods, sessions) = app.end_device(&op, &id, DeviceState::Lost, None).await?;
             println!(
                 "device {id} marked lost: {} method(s) revoked, {sessions} session(s) ended",
                 methods.len()
             );
         }
         DeviceCmd::Retire { id } => {
-            let (_, methods, sessions) = app.end_device(&op, &id, DeviceState::Retired).await?;
+            let (_, methods, sessions) = app.end_device(&op, &id, DeviceState::Retired, None).await?;
             println!(
                 "device {id} retired: {} method(s) revoked, {sessions} session(s) ended",
                 methods.len()

@@ -88,6 +88,8 @@ enum Cmd {
         /// Also serve RADIUS (UDP) on this address, e.g. 127.0.0.1:1812.
         #[arg(long, env = "LATCHKEY_RADIUS_LISTEN")]
         radius_listen: Option<String>,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
     },
     /// OpenID Connect provider: clients and signing keys.
     Oidc {
@@ -118,6 +120,13 @@ enum Cmd {
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Check the deployment's own state for what weakens its rules (fewer
+    /// than two administrators, admin tokens without an owner, a broken
+    /// audit chain). Exit 1 on an error, 0 otherwise (warnings included).
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Recovery runbooks and Temporary Access Passes.
     Helpdesk {
@@ -237,6 +246,17 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("'{s}' is not an IP address or CIDR range (e.g. 10.0.0.0/8)"))
 }
 
+#[derive(Args)]
+struct CheckpointArgs {
+    /// Append a signed checkpoint of the audit chain's head to this file
+    /// (outside the data folder; best on another host or an append-only
+    /// mount) at start and every --audit-checkpoint-interval seconds.
+    #[arg(long, env = "LATCHKEY_AUDIT_CHECKPOINT_FILE")]
+    audit_checkpoint_file: Option<PathBuf>,
+    #[arg(long, env = "LATCHKEY_AUDIT_CHECKPOINT_INTERVAL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_checkpoint_interval: u64,
+}
+
 #[derive(Subcommand)]
 enum AdminCmd {
     /// API tokens for automation.
@@ -255,6 +275,11 @@ enum TokenCmd {
         /// admin (default) or mdm (device compliance updates only); repeatable.
         #[arg(long = "scope", default_value = "admin")]
         scopes: Vec<String>,
+        /// The person the token acts for (an active administrator for an
+        /// admin-scoped token). Without one the token works but approves
+        /// nothing, and the audit log names no person behind it.
+        #[arg(long)]
+        owner: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -368,9 +393,19 @@ enum MethodCmd {
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Recompute the hash chain; exits 1 and names the first broken link if it was altered.
+    /// With --checkpoints, also checks the chain against signed checkpoints of its head:
+    /// exits 2 when a checkpoint no longer matches (a rewritten or truncated chain).
     Verify {
         #[arg(long)]
         json: bool,
+        /// A checkpoint file written by `serve --audit-checkpoint-file` or `audit checkpoint`.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Append a signed checkpoint of the head to FILE now (e.g. from cron).
+    Checkpoint {
+        #[arg(long)]
+        file: PathBuf,
     },
     List {
         #[arg(long, default_value_t = 0)]
@@ -441,6 +476,7 @@ async fn run(cli: Cli) -> Result<()> {
             web,
             limits,
             radius_listen,
+            checkpoints,
         } => {
             serve(
                 &cli.db,
@@ -450,6 +486,7 @@ async fn run(cli: Cli) -> Result<()> {
                 web,
                 limits,
                 radius_listen,
+                checkpoints,
             )
             .await
         }
@@ -474,11 +511,23 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let app = cli.db.app(cli.db.config()).await?;
             match cmd {
-                TokenCmd::Create { name, scopes, json } => {
+                TokenCmd::Create {
+                    name,
+                    scopes,
+                    owner,
+                    json,
+                } => {
                     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                    let (rec, token) = app.create_scoped_api_token(&op, &name, &scopes).await?;
+                    let (rec, token) = app
+                        .create_scoped_api_token(&op, &name, &scopes, owner.as_deref())
+                        .await?;
+                    if rec.owner.is_none() {
+                        eprintln!("note: this token has no owner (--owner USERNAME): it approves no change request");
+                    }
                     if json {
-                        print_json(&json!({ "id": rec.id, "name": rec.name, "token": token, "scopes": rec.scopes }))?;
+                        print_json(
+                            &json!({ "id": rec.id, "name": rec.name, "token": token, "scopes": rec.scopes, "owner": rec.owner }),
+                        )?;
                     } else {
                         eprintln!(
                             "API token '{}' created (id {}). It is shown once; store it now:",
@@ -492,16 +541,17 @@ async fn run(cli: Cli) -> Result<()> {
                     if json {
                         let v: Vec<_> = tokens
                             .iter()
-                            .map(|(t, c, r)| json!({ "id": t.id, "name": t.name, "scopes": t.scopes, "created_by": t.created_by, "created_at": c, "revoked_at": r }))
+                            .map(|(t, c, r)| json!({ "id": t.id, "name": t.name, "scopes": t.scopes, "created_by": t.created_by, "owner": t.owner, "created_at": c, "revoked_at": r }))
                             .collect();
                         print_json(&v)?;
                     } else {
                         for (t, _, r) in tokens {
                             println!(
-                                "{}  {:<24} {}",
+                                "{}  {:<24} {:<8} owner {}",
                                 t.id,
                                 t.name,
-                                if r.is_some() { "revoked" } else { "active" }
+                                if r.is_some() { "revoked" } else { "active" },
+                                t.owner.as_deref().unwrap_or("-")
                             );
                         }
                     }
@@ -544,11 +594,14 @@ async fn run(cli: Cli) -> Result<()> {
                     json,
                 } => {
                     let list = |v: Vec<String>, clear: bool| (clear || !v.is_empty()).then_some(v);
-                    let change = latchkey_service::app::UserChange {
+                    let change = latchkey_service::users::UserChange {
                         display_name,
                         department,
                         groups: list(groups, no_groups),
                         roles: list(roles, no_roles),
+                        // The local operator grants roles without a second
+                        // person (it holds the master key; see the threat model).
+                        approval: None,
                     };
                     let u = app.update_user(&op, &username, change).await?;
                     if json {
@@ -593,7 +646,7 @@ async fn run(cli: Cli) -> Result<()> {
                     if pw.is_empty() {
                         bail!("no password on standard input");
                     }
-                    app.set_password(&op, &username, pw).await?;
+                    app.set_password(&op, &username, pw, None).await?;
                     println!("password set for {username}");
                 }
                 UserCmd::Disable { username, reason, json } => {
@@ -673,16 +726,87 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 MethodCmd::Remove { username, id } => {
-                    app.delete_method(&op, &username, &id).await?;
+                    app.delete_method(&op, &username, &id, None).await?;
                     println!("removed method {id} from {username}");
                 }
+            }
+            Ok(())
+        }
+        Cmd::Doctor { json } => {
+            let app = cli.db.app(cli.db.config()).await?;
+            let findings = app.doctor(&op).await?;
+            if json {
+                print_json(&findings)?;
+            } else if findings.is_empty() {
+                println!("doctor: nothing to report");
+            } else {
+                for f in &findings {
+                    println!("{}: {} ({})", f.level, f.message, f.code);
+                }
+            }
+            if findings.iter().any(|f| f.level == "error") {
+                std::process::exit(1);
             }
             Ok(())
         }
         Cmd::Audit { cmd } => {
             let app = cli.db.app(cli.db.config()).await?;
             match cmd {
-                AuditCmd::Verify { json } => {
+                AuditCmd::Checkpoint { file } => {
+                    latchkey_service::audit::checkpoint_file_outside(&cli.db.data, &file)
+                        .map_err(anyhow::Error::msg)?;
+                    match app.write_audit_checkpoint(&file).await? {
+                        Some(cp) => println!(
+                            "checkpoint: seq {} head {} appended to {}",
+                            cp.seq,
+                            cp.hash,
+                            file.display()
+                        ),
+                        None => println!("the audit log is empty: nothing to checkpoint"),
+                    }
+                }
+                AuditCmd::Verify {
+                    json,
+                    checkpoints: Some(file),
+                } => {
+                    let r = app.verify_audit_checkpoints(&op, &file).await?;
+                    if json {
+                        print_json(&r)?;
+                    } else {
+                        let v = &r.chain;
+                        match &v.first_broken {
+                            None => println!("audit chain OK: {} events, head {}", v.length, v.head_hash),
+                            Some(b) => println!(
+                                "audit chain BROKEN at seq {}: {} ({} events read)",
+                                b.seq, b.reason, v.length
+                            ),
+                        }
+                        if v.unkeyed > 0 {
+                            println!(
+                                "  {} event(s) from before the chain was keyed verify by the unkeyed hash only",
+                                v.unkeyed
+                            );
+                        }
+                        for f in r.findings.iter().filter(|f| !f.holds()) {
+                            println!("CHECKPOINT MISMATCH: {}", serde_json::to_string(f)?);
+                        }
+                        if r.intact {
+                            println!("checkpoints OK: {} checkpoint(s) match the chain", r.checkpoints);
+                        } else {
+                            println!("the chain was REWRITTEN or TRUNCATED since a checkpoint was taken");
+                        }
+                    }
+                    if !r.intact {
+                        std::process::exit(2);
+                    }
+                    if !r.chain.ok {
+                        std::process::exit(1);
+                    }
+                }
+                AuditCmd::Verify {
+                    json,
+                    checkpoints: None,
+                } => {
                     let v = app.verify_audit(&op).await?;
                     if json {
                         print_json(&v)?;
@@ -732,6 +856,28 @@ fn user_json(u: &latchkey_store::UserRecord) -> serde_json::Value {
     })
 }
 
+/// Append a signed checkpoint whenever the head moved, every `secs` seconds.
+/// A failed write is logged loudly and retried next time: serving goes on.
+async fn checkpoint_loop(app: Arc<App>, file: PathBuf, secs: u64) {
+    let mut last: Option<i64> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+    loop {
+        tick.tick().await;
+        match app.audit_head_seq().await {
+            Ok(seq) if Some(seq) == last => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint: reading the head failed");
+                continue;
+            }
+        }
+        match app.write_audit_checkpoint(&file).await {
+            Ok(cp) => last = cp.map(|c| c.seq),
+            Err(e) => tracing::error!(error = %e, file = %file.display(), "audit checkpoint: writing failed"),
+        }
+    }
+}
+
 async fn serve(
     db: &DbArgs,
     listen: &str,
@@ -740,6 +886,7 @@ async fn serve(
     web: WebArgs,
     conn: ConnArgs,
     radius_listen: Option<String>,
+    checkpoints: CheckpointArgs,
 ) -> Result<()> {
     let mut limits = conn.limits();
     if let Some(nofile) = raise_open_files_limit() {
@@ -751,6 +898,9 @@ async fn serve(
                 "connection caps lowered to fit the open-files limit (raise it with ulimit -n or LimitNOFILE=)"
             );
         }
+    }
+    if let Some(file) = &checkpoints.audit_checkpoint_file {
+        latchkey_service::audit::checkpoint_file_outside(&db.data, file).map_err(anyhow::Error::msg)?;
     }
     // Load the certificate before binding, so a bad file fails fast and clearly.
     let tls = match (&web.tls_cert, &web.tls_key) {
@@ -797,6 +947,18 @@ async fn serve(
     match &db.database_url {
         Some(_) => println!("Storage: PostgreSQL; key material from {}", key_source(db)),
         None => println!("Storage: SQLite in {}", db.data.display()),
+    }
+    if let Some(file) = checkpoints.audit_checkpoint_file.clone() {
+        println!(
+            "Audit checkpoints: {} every {} s",
+            file.display(),
+            checkpoints.audit_checkpoint_interval
+        );
+        tokio::spawn(checkpoint_loop(
+            app.clone(),
+            file,
+            checkpoints.audit_checkpoint_interval,
+        ));
     }
     if let Some(b) = app.bootstrap_if_empty().await? {
         println!("First start: created administrator '{}'.", b.username);

@@ -130,6 +130,15 @@ pub struct UpdateUserRequest {
     pub roles: Option<Vec<String>>,
 }
 
+/// For someone else's change to a privileged user: the approved change
+/// request (`?approval=ID`). Without it, the first call records a request
+/// and answers 409 `approval-required` with its `request_id`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalQuery {
+    pub approval: Option<String>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
@@ -299,6 +308,9 @@ pub struct ApiTokenResponse {
     /// Shown once.
     pub token: String,
     pub scopes: Vec<String>,
+    /// The person the token acts for: the creator's user (a session's, or a
+    /// token's owner). A token without one approves nothing.
+    pub owner: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -309,6 +321,8 @@ pub struct ApiTokenView {
     pub created_by: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// The person the token acts for (none: made before owners, approves nothing).
+    pub owner: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -411,35 +425,41 @@ async fn get_user(
 }
 
 /// Change a user's display name, department, groups or roles (admin; audited).
+/// Granting a role answers 409 `approval-required` with a `request_id`; once
+/// another administrator approved it, repeat the change with `?approval=ID`.
 #[utoipa::path(patch, path = "/api/v1/users/{username}", request_body = UpdateUserRequest, tag = "users",
-    params(("username" = String, Path)),
+    params(("username" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 200, body = UserView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn update_user(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
-    let change = latchkey_service::app::UserChange {
+    let change = latchkey_service::users::UserChange {
         display_name: req.display_name,
         department: req.department,
         groups: req.groups,
         roles: req.roles,
+        approval: q.approval,
     };
     Ok(Json(UserView::from(&app.update_user(&p, &username, change).await?)))
 }
 
 /// Set a user's password (admin, or the user with a fresh strong sign-in).
 #[utoipa::path(put, path = "/api/v1/users/{username}/password", request_body = PasswordRequest, tag = "users",
-    params(("username" = String, Path)),
+    params(("username" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn set_password(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> ApiResult<StatusCode> {
-    app.set_password(&p, &username, &req.password).await?;
+    app.set_password(&p, &username, &req.password, q.approval.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -521,25 +541,27 @@ async fn list_methods(
 
 /// Remove a method (admin, or the user with a fresh strong sign-in; never the user's last second factor).
 #[utoipa::path(delete, path = "/api/v1/users/{username}/methods/{id}", tag = "methods",
-    params(("username" = String, Path), ("id" = String, Path)),
+    params(("username" = String, Path), ("id" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 204), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn delete_method(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath((username, id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
 ) -> ApiResult<StatusCode> {
-    app.delete_method(&p, &username, &id).await?;
+    app.delete_method(&p, &username, &id, q.approval.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Start TOTP enrolment: returns the secret once; confirm with a first code.
-#[utoipa::path(post, path = "/api/v1/users/{username}/methods/totp", tag = "methods", params(("username" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/totp", tag = "methods", params(("username" = String, Path), ("approval" = Option<String>, Query)),
     request_body = TotpEnrollRequest,
     responses((status = 201, body = TotpEnrollResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn enroll_totp(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<TotpEnrollResponse>)> {
     // The body is optional: every field has a sensible default.
@@ -549,7 +571,14 @@ async fn enroll_totp(
         serde_json::from_slice(&body).map_err(|e| ServiceError::Unprocessable(e.to_string()))?
     };
     let e = app
-        .enroll_totp(&p, &username, req.label, req.algorithm, req.digits)
+        .enroll_totp(
+            &p,
+            &username,
+            req.label,
+            req.algorithm,
+            req.digits,
+            q.approval.as_deref(),
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -600,14 +629,17 @@ async fn totp_qr(
 }
 
 /// Generate a new set of 10 recovery codes; the old set stops working.
-#[utoipa::path(post, path = "/api/v1/users/{username}/methods/recovery-codes", tag = "methods", params(("username" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/users/{username}/methods/recovery-codes", tag = "methods", params(("username" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 201, body = RecoveryCodesResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn recovery_codes(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(username): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
 ) -> ApiResult<(StatusCode, Json<RecoveryCodesResponse>)> {
-    let (id, codes) = app.regenerate_recovery_codes(&p, &username).await?;
+    let (id, codes) = app
+        .regenerate_recovery_codes(&p, &username, q.approval.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(RecoveryCodesResponse { id, codes })))
 }
 
@@ -805,6 +837,7 @@ async fn create_api_token(
             name: rec.name,
             token,
             scopes: rec.scopes,
+            owner: rec.owner,
         }),
     ))
 }
@@ -822,6 +855,7 @@ async fn list_api_tokens(State(app): State<AppState>, Auth(p): Auth) -> ApiResul
                 name: t.name,
                 scopes: t.scopes,
                 created_by: t.created_by,
+                owner: t.owner,
                 created_at: rfc3339(created),
                 revoked_at: revoked.map(rfc3339),
             })
@@ -891,6 +925,33 @@ async fn audit_verify(State(app): State<AppState>, Auth(p): Auth) -> ApiResult<J
     }))
 }
 
+/// One finding of `latchkey doctor`.
+#[derive(Serialize, ToSchema)]
+pub struct DoctorFindingView {
+    /// warning, error
+    pub level: String,
+    /// fewer_than_two_admins, admin_tokens_without_owner, audit_chain_broken
+    pub code: String,
+    pub message: String,
+}
+
+/// What in the deployment's own state weakens its rules (auditor, admin).
+#[utoipa::path(get, path = "/api/v1/doctor", tag = "operations",
+    responses((status = 200, body = Vec<DoctorFindingView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn doctor(State(app): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<DoctorFindingView>>> {
+    Ok(Json(
+        app.doctor(&p)
+            .await?
+            .into_iter()
+            .map(|f| DoctorFindingView {
+                level: f.level.to_owned(),
+                code: f.code.to_owned(),
+                message: f.message,
+            })
+            .collect(),
+    ))
+}
+
 // ---- health --------------------------------------------------------------
 
 /// Liveness.
@@ -945,7 +1006,7 @@ impl utoipa::Modify for BearerAuth {
         list_methods, delete_method, enroll_totp, confirm_totp, totp_qr, recovery_codes, issue_tap,
         signin_start, signin_verify, get_session, delete_session,
         create_api_token, list_api_tokens, revoke_api_token,
-        audit_page, audit_verify, healthz, readyz
+        audit_page, audit_verify, doctor, healthz, readyz
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth)
@@ -997,6 +1058,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/api-tokens/{id}", delete(revoke_api_token))
         .route("/api/v1/audit", get(audit_page))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/doctor", get(doctor))
         .merge(crate::api::webauthn::routes())
         .merge(crate::api::evidence::routes())
         .route("/healthz", get(healthz))

@@ -12,6 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use latchkey_core::policy::{AuthenticationStrength, ConditionalAccessPolicy, ExceptionSubject, NamedLocation};
 use latchkey_core::rollout::RolloutWave;
+use latchkey_service::policy::ExceptionOutcome;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
@@ -82,8 +83,9 @@ pub struct ExceptionBody {
     pub user: Option<String>,
     pub group: Option<String>,
     pub reason: String,
-    /// Who asked for it; the caller approves and must be someone else.
-    pub requested_by: String,
+    /// Ignored if it names the caller, refused otherwise: the requester is
+    /// the caller (a session's user, or a token's owner).
+    pub requested_by: Option<String>,
     /// Mandatory end (RFC 3339), at most the configured maximum (default 30 days) ahead.
     pub expires_at: String,
 }
@@ -309,9 +311,11 @@ async fn list_exceptions(State(app): State<AppState>, Auth(p): Auth) -> ApiResul
     Ok(to_value(&app.exceptions(&p).await?))
 }
 
-/// Grant an exception: one user or group, one policy, a reason, an end date. The caller approves.
+/// Ask for an exception: one user or group, one policy, a reason, an end
+/// date. The caller is the requester; another security administrator
+/// approves it (`POST /api/v1/change-requests/{id}/approve`), which makes it.
 #[utoipa::path(post, path = "/api/v1/policy-exceptions", tag = "policy", request_body = ExceptionBody,
-    responses((status = 201, body = Object), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 202, body = Object, description = "pending: request_id awaits a second approver"), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn create_exception(
     State(app): State<AppState>,
     Auth(p): Auth,
@@ -323,10 +327,23 @@ async fn create_exception(
         _ => return Err(ServiceError::InvalidRequest("give exactly one of 'user' and 'group'".into()).into()),
     };
     let expires_at = parse_time(&b.expires_at)?;
-    let rec = app
-        .create_exception(&p, &b.policy_id, subject, &b.reason, &b.requested_by, expires_at)
-        .await?;
-    Ok((StatusCode::CREATED, to_value(&rec)))
+    match app
+        .create_exception(
+            &p,
+            &b.policy_id,
+            subject,
+            &b.reason,
+            b.requested_by.as_deref(),
+            expires_at,
+        )
+        .await?
+    {
+        ExceptionOutcome::Created(rec) => Ok((StatusCode::CREATED, to_value(&rec))),
+        ExceptionOutcome::PendingApproval { request_id } => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "request_id": request_id, "state": "pending_approval" })),
+        )),
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/policy-exceptions/{id}", tag = "policy", params(("id" = String, Path)),

@@ -25,14 +25,22 @@ type AppState = Arc<App>;
 pub struct TapRequestView {
     pub id: String,
     pub user_id: String,
+    /// tap, password, method.enroll, method.remove, device.end,
+    /// case.remove_old_methods, policy.exception
+    pub kind: String,
+    /// What exactly is approved: a method id, a device and state, a case's
+    /// removals or an exception (JSON).
+    pub subject: String,
     pub requested_by: String,
-    /// pending_approval, approved, issued
+    /// pending_approval, approved, issued (a pass), used (another change)
     pub state: String,
     pub lifetime_minutes: i64,
     pub single_use: bool,
     pub decided_by: Option<String>,
     pub decided_at: Option<String>,
     pub created_at: String,
+    /// What the change made: the pass, the method, the exception.
+    pub result_id: Option<String>,
 }
 
 impl From<TapRequestRecord> for TapRequestView {
@@ -40,6 +48,8 @@ impl From<TapRequestRecord> for TapRequestView {
         Self {
             id: r.id,
             user_id: r.user_id,
+            kind: r.kind,
+            subject: r.subject,
             requested_by: r.requested_by,
             state: r.state,
             lifetime_minutes: r.lifetime_minutes,
@@ -47,6 +57,7 @@ impl From<TapRequestRecord> for TapRequestView {
             decided_by: r.decided_by,
             decided_at: r.decided_at.map(rfc3339),
             created_at: rfc3339(r.created_at),
+            result_id: r.tap_id,
         }
     }
 }
@@ -57,7 +68,8 @@ pub struct TapRequestQuery {
     pub state: Option<String>,
 }
 
-/// Pass requests awaiting a second approver (helpdesk, admin).
+/// Pass requests and every other privileged change request (the same list
+/// as `/api/v1/change-requests`).
 #[utoipa::path(get, path = "/api/v1/tap-requests", tag = "recovery", params(("state" = Option<String>, Query)),
     responses((status = 200, body = Vec<TapRequestView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn list_tap_requests(
@@ -66,7 +78,7 @@ async fn list_tap_requests(
     ApiQuery(q): ApiQuery<TapRequestQuery>,
 ) -> ApiResult<Json<Vec<TapRequestView>>> {
     Ok(Json(
-        app.tap_requests(&p, q.state.as_deref())
+        app.change_requests(&p, q.state.as_deref())
             .await?
             .into_iter()
             .map(Into::into)
@@ -74,7 +86,7 @@ async fn list_tap_requests(
     ))
 }
 
-/// Approve a pass request for a privileged user (an administrator other than the requester).
+/// Approve a pass request (as `/api/v1/change-requests/{id}/approve`).
 #[utoipa::path(post, path = "/api/v1/tap-requests/{id}/approve", tag = "recovery", params(("id" = String, Path)),
     responses((status = 200, body = TapRequestView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn approve_tap_request(
@@ -82,7 +94,34 @@ async fn approve_tap_request(
     Auth(p): Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TapRequestView>> {
-    Ok(Json(app.approve_tap_request(&p, &id).await?.into()))
+    Ok(Json(app.approve_change_request(&p, &id).await?.into()))
+}
+
+/// Privileged change requests (passes, credential changes, device ends,
+/// case removals, policy exceptions) and their state (helpdesk, security
+/// admin, admin).
+#[utoipa::path(get, path = "/api/v1/change-requests", tag = "recovery", params(("state" = Option<String>, Query)),
+    responses((status = 200, body = Vec<TapRequestView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn list_change_requests(
+    state: State<AppState>,
+    auth: Auth,
+    query: ApiQuery<TapRequestQuery>,
+) -> ApiResult<Json<Vec<TapRequestView>>> {
+    list_tap_requests(state, auth, query).await
+}
+
+/// Approve a change request: a person other than the requester and the user
+/// it is for (an administrator; for an exception a security administrator),
+/// through a session or a token that has an owner. A policy exception is
+/// made by the approval (`result_id`).
+#[utoipa::path(post, path = "/api/v1/change-requests/{id}/approve", tag = "recovery", params(("id" = String, Path)),
+    responses((status = 200, body = TapRequestView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn approve_change_request(
+    state: State<AppState>,
+    auth: Auth,
+    id: ApiPath<String>,
+) -> ApiResult<Json<TapRequestView>> {
+    approve_tap_request(state, auth, id).await
 }
 
 /// Issue an approved pass (the requester); the pass is shown once.
@@ -222,6 +261,10 @@ pub struct CaseStepRequest {
     pub single_use: Option<bool>,
     /// issue_tap for a privileged user: the approved and issued request
     pub tap_request_id: Option<String>,
+    /// remove_old_methods for a privileged user: the approved change request
+    /// for exactly these removals (the first call records one: 409
+    /// `approval-required` with its `request_id`)
+    pub approval_id: Option<String>,
     /// deliver_tap: phone_call, in_person, manager, sms_to_number_on_file (never email)
     pub channel: Option<String>,
     /// remove_old_methods
@@ -319,6 +362,7 @@ async fn case_step(
         lost_device_ids: req.lost_device_ids,
         note: req.note,
         tap_request_id: req.tap_request_id,
+        approval_id: req.approval_id,
     };
     let r = app.case_step(&p, &id, &req.step, input).await?;
     let mut out = CaseResponse::from(r.case);
@@ -483,8 +527,9 @@ async fn end_device(
     p: &latchkey_service::app::Principal,
     id: &str,
     to: DeviceState,
+    approval: Option<&str>,
 ) -> ApiResult<Json<DeviceEndedResponse>> {
-    let (device, methods, sessions) = app.end_device(p, id, to).await?;
+    let (device, methods, sessions) = app.end_device(p, id, to, approval).await?;
     Ok(Json(DeviceEndedResponse {
         device: device.into(),
         revoked_method_ids: methods,
@@ -493,31 +538,35 @@ async fn end_device(
 }
 
 /// Mark a device lost: revokes every method bound to it and ends its sessions.
-#[utoipa::path(post, path = "/api/v1/devices/{id}/lost", tag = "devices", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/devices/{id}/lost", tag = "devices", params(("id" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 200, body = DeviceEndedResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn device_lost(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<crate::api::ApprovalQuery>,
 ) -> ApiResult<Json<DeviceEndedResponse>> {
-    end_device(&app, &p, &id, DeviceState::Lost).await
+    end_device(&app, &p, &id, DeviceState::Lost, q.approval.as_deref()).await
 }
 
 /// Retire a device: as lost, but planned.
-#[utoipa::path(post, path = "/api/v1/devices/{id}/retire", tag = "devices", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/devices/{id}/retire", tag = "devices", params(("id" = String, Path), ("approval" = Option<String>, Query)),
     responses((status = 200, body = DeviceEndedResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn device_retire(
     State(app): State<AppState>,
     Auth(p): Auth,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<crate::api::ApprovalQuery>,
 ) -> ApiResult<Json<DeviceEndedResponse>> {
-    end_device(&app, &p, &id, DeviceState::Retired).await
+    end_device(&app, &p, &id, DeviceState::Retired, q.approval.as_deref()).await
 }
 
 #[derive(OpenApi)]
 #[openapi(paths(
     list_tap_requests,
     approve_tap_request,
+    list_change_requests,
+    approve_change_request,
     issue_approved_tap,
     open_case,
     list_cases,
@@ -538,6 +587,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tap-requests", get(list_tap_requests))
         .route("/api/v1/tap-requests/{id}/approve", post(approve_tap_request))
+        .route("/api/v1/change-requests", get(list_change_requests))
+        .route("/api/v1/change-requests/{id}/approve", post(approve_change_request))
         .route("/api/v1/tap-requests/{id}/issue", post(issue_approved_tap))
         .route("/api/v1/helpdesk/cases", post(open_case).get(list_cases))
         .route("/api/v1/helpdesk/cases/{id}", get(get_case))

@@ -23,9 +23,12 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/users") }))
         .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/roles", post(set_roles))
         .route("/admin/tokens", get(tokens).post(create_token))
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
         .route("/admin/audit", get(audit))
+        .route("/admin/requests", get(requests))
+        .route("/admin/requests/{id}/approve", post(approve_request))
 }
 
 fn admin_tabs(current: &str) -> Markup {
@@ -38,6 +41,7 @@ fn admin_tabs(current: &str) -> Markup {
         nav.tabs aria-label="Admin" {
             (tab("/admin/users", "Users, groups and roles"))
             (tab("/admin/tokens", "API tokens"))
+            (tab("/admin/requests", "Change requests"))
             (tab("/admin/audit", "Audit log"))
             (tab("/admin/reports", "Evidence reports"))
             (tab("/admin/alerts", "Alerts"))
@@ -50,6 +54,7 @@ fn admin_tabs(current: &str) -> Markup {
 #[derive(Deserialize, Default)]
 struct CreatedQuery {
     created: Option<String>,
+    roles_changed: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -68,18 +73,37 @@ struct NewUserForm {
     role_auditor: Option<String>,
 }
 
-impl NewUserForm {
-    fn roles(&self) -> Vec<String> {
-        [
-            (&self.role_admin, Role::Admin),
-            (&self.role_helpdesk, Role::Helpdesk),
-            (&self.role_security_admin, Role::SecurityAdmin),
-            (&self.role_auditor, Role::Auditor),
-        ]
+/// The roles whose checkbox (admin, helpdesk, security admin, auditor) is ticked.
+fn checked_roles(boxes: [&Option<String>; 4]) -> Vec<String> {
+    boxes
         .into_iter()
+        .zip([Role::Admin, Role::Helpdesk, Role::SecurityAdmin, Role::Auditor])
         .filter(|(v, _)| v.is_some())
         .map(|(_, r)| r.as_str().to_owned())
         .collect()
+}
+
+/// Replace a user's roles. Granting one is a change request: the first
+/// submission records it, the second (naming the approved request) applies it.
+#[derive(Deserialize, Default)]
+struct RolesForm {
+    #[serde(default)]
+    username: String,
+    approval: Option<String>,
+    role_admin: Option<String>,
+    role_helpdesk: Option<String>,
+    role_security_admin: Option<String>,
+    role_auditor: Option<String>,
+}
+
+impl NewUserForm {
+    fn roles(&self) -> Vec<String> {
+        checked_roles([
+            &self.role_admin,
+            &self.role_helpdesk,
+            &self.role_security_admin,
+            &self.role_auditor,
+        ])
     }
     fn has(&self, r: Role) -> bool {
         self.roles().iter().any(|x| x == r.as_str())
@@ -96,9 +120,13 @@ impl NewUserForm {
 }
 
 async fn users(ctx: Ctx, Query(q): Query<CreatedQuery>) -> Response {
-    let ok = q.created.map(|u| {
-        format!("User '{u}' was created. Issue them a Temporary Access Pass so they can register their methods.")
-    });
+    let ok = match (q.created, q.roles_changed) {
+        (Some(u), _) => Some(format!(
+            "User '{u}' was created. Issue them a Temporary Access Pass so they can register their methods."
+        )),
+        (None, Some(u)) => Some(format!("The roles of '{u}' were changed.")),
+        (None, None) => None,
+    };
     render_users(ctx, ok.as_deref(), None, NewUserForm::default(), StatusCode::OK).await
 }
 
@@ -144,7 +172,7 @@ async fn render_users(
                     td { (u.display_name) }
                     td { (u.department.as_deref().unwrap_or("—")) }
                     td { (u.groups.join(", ")) }
-                    td { @for r in &u.roles { (tag(role_name(*r), if r.is_administrative() { "warn" } else { "" })) " " } }
+                    td { @for r in &u.roles { (tag(role_name(*r), "warn")) " " } }
                     td { @if u.state == UserState::Active { (tag("Active", "ok")) } @else { (tag("Disabled", "bad")) } }
                 } } }
             } }
@@ -197,6 +225,29 @@ async fn render_users(
                 dt { (role_name(r)) }
                 dd { (role_help(r)) br; span.muted { @if let Some(m) = roles.get(&r) { (m.join(", ")) } @else { "Nobody" } } }
             } }
+            form.card.wide.grid method="post" action="/admin/users/roles" {
+                (csrf_field(&ctx))
+                h3.full { "Change a user's roles" }
+                p.hint.full { "Removing a role applies at once. Granting one waits for a second administrator: submit once to ask, and again with the request id once someone else approved it under Change requests." }
+                div {
+                    label for="ro-username" { "Username" }
+                    input #ro-username type="text" name="username" required autocomplete="off" autocapitalize="none" spellcheck="false";
+                }
+                div {
+                    label for="ro-approval" { "Approved request id (when granting)" }
+                    input #ro-approval type="text" name="approval" autocomplete="off" spellcheck="false";
+                }
+                fieldset.full {
+                    legend { "Roles after the change" }
+                    @for (name, r) in [("role_admin", Role::Admin), ("role_helpdesk", Role::Helpdesk), ("role_security_admin", Role::SecurityAdmin), ("role_auditor", Role::Auditor)] {
+                        div.check {
+                            input #{ "ro-" (name) } type="checkbox" name=(name) value="1";
+                            label for={ "ro-" (name) } { (role_name(r)) }
+                        }
+                    }
+                }
+                div.full { button.primary type="submit" { "Change roles" } }
+            }
         }
     };
     ctx.page(status, "Admin · Users", Section::Admin, body)
@@ -234,6 +285,49 @@ async fn create_user(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<NewUse
     }
 }
 
+async fn set_roles(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<RolesForm>) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let username = f.username.trim().to_lowercase();
+    let change = latchkey_service::users::UserChange {
+        roles: Some(checked_roles([
+            &f.role_admin,
+            &f.role_helpdesk,
+            &f.role_security_admin,
+            &f.role_auditor,
+        ])),
+        approval: f.approval.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()),
+        ..Default::default()
+    };
+    match app.update_user(&p, &username, change).await {
+        Ok(u) => Redirect::to(&format!("/admin/users?roles_changed={}", u.username)).into_response(),
+        Err(ServiceError::ApprovalRequired { request_id }) => {
+            let asked = format!(
+                "Granting a role needs a second administrator: request {request_id} waits under Change requests. \
+                 Once someone else approved it, submit the same roles again with that request id."
+            );
+            render_users(ctx, Some(&asked), None, NewUserForm::default(), StatusCode::ACCEPTED).await
+        }
+        Err(e) => {
+            let shown = |e: &ServiceError| {
+                matches!(
+                    e,
+                    ServiceError::InvalidRequest(_)
+                        | ServiceError::Conflict(_)
+                        | ServiceError::InvalidState(_)
+                        | ServiceError::NotFound(_)
+                )
+            };
+            let Some(r) = errors::inline(&e, shown) else {
+                return ctx.error_page(e);
+            };
+            render_users(ctx, None, Some(&r.message), NewUserForm::default(), r.status).await
+        }
+    }
+}
+
 // ---- API tokens ----------------------------------------------------------------
 
 async fn tokens(ctx: Ctx) -> Response {
@@ -259,16 +353,17 @@ async fn render_tokens(ctx: Ctx, created: Option<(&str, &str)>, error: Option<&s
             }
         }
         (notice_error(error))
-        p.lead { "API tokens let automation call the JSON API with admin rights. Keep them in a secret store; revoke any you no longer need." }
+        p.lead { "API tokens let automation call the JSON API with admin rights. A token you create here is yours: it acts for you and never counts as a second approver to your own requests. Keep them in a secret store; revoke any you no longer need." }
         div.table-wrap { table {
             caption.visually-hidden { "API tokens" }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "Owner" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
             tbody {
-                @if list.is_empty() { tr { td colspan="5" { span.muted { "No tokens yet." } } } }
+                @if list.is_empty() { tr { td colspan="6" { span.muted { "No tokens yet." } } } }
                 @for (t, created, revoked) in &list { tr {
                     td { (t.name) }
                     td { (when(*created)) }
                     td { (t.created_by) }
+                    td { @if let Some(o) = &t.owner { (o) } @else { span.muted { "none (approves nothing)" } } }
                     td { @if let Some(r) = revoked { (tag("Revoked", "bad")) " " span.muted { (when(*r)) } } @else { (tag("Active", "ok")) } }
                     td.actions { @if revoked.is_none() {
                         form.inline method="post" action={ "/admin/tokens/" (t.id) "/revoke" } data-confirm={ "Revoke the token '" (t.name) "'?" } {
@@ -316,6 +411,71 @@ async fn revoke_token(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<Stri
     };
     match app.revoke_api_token(&p, &id).await {
         Ok(()) => Redirect::to("/admin/tokens").into_response(),
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+// ---- change requests ---------------------------------------------------------------
+
+/// Privileged changes waiting for a second person, and the approve button.
+async fn requests(ctx: Ctx) -> Response {
+    render_requests(ctx, None, StatusCode::OK).await
+}
+
+async fn render_requests(ctx: Ctx, error: Option<&str>, status: StatusCode) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let list = match ctx.app.change_requests(&p, None).await {
+        Ok(l) => l,
+        Err(e) => return ctx.error_page(e.into()),
+    };
+    // `latchkey doctor`'s findings, for those who may read them: fewer than
+    // two administrators means these requests wait for nobody.
+    let findings = ctx.app.doctor(&p).await.unwrap_or_default();
+    let body = html! {
+        h1 { "Admin" }
+        (admin_tabs("/admin/requests"))
+        (notice_error(error))
+        p.lead { "A pass, a password, a method or a device of anyone who holds a role, changed by someone else, a role granted, and every policy exception, wait here for a second person. You cannot approve your own requests, nor one for your own account." }
+        @for f in &findings {
+            p.notice.info role="status" data-doctor=(f.code) { strong { (f.level) ": " } (f.message) }
+        }
+        div.table-wrap { table {
+            caption.visually-hidden { "Change requests" }
+            thead { tr { th scope="col" { "Requested" } th scope="col" { "What" } th scope="col" { "For user" } th scope="col" { "By" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            tbody {
+                @if list.is_empty() { tr { td colspan="6" { span.muted { "No requests." } } } }
+                @for r in &list { tr {
+                    td { (when(r.created_at)) }
+                    td { code { (r.kind) } @if !r.subject.is_empty() { " " span.muted { (r.subject) } } }
+                    td { code { (r.user_id) } }
+                    td { (r.requested_by) }
+                    td { (r.state) @if let Some(d) = &r.decided_by { " " span.muted { "by " (d) } } }
+                    td.actions { @if r.state == "pending_approval" {
+                        form.inline method="post" action={ "/admin/requests/" (r.id) "/approve" } data-confirm={ "Approve this " (r.kind) " request?" } {
+                            (csrf_field(&ctx))
+                            button.primary.small type="submit" aria-label={ "Approve request " (r.id) } { "Approve" }
+                        }
+                    } }
+                } }
+            }
+        } }
+    };
+    ctx.page(status, "Admin · Change requests", Section::Admin, body)
+}
+
+async fn approve_request(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match app.approve_change_request(&p, &id).await {
+        Ok(_) => Redirect::to("/admin/requests").into_response(),
+        Err(ServiceError::Forbidden(m)) | Err(ServiceError::InvalidState(m)) => {
+            render_requests(ctx, Some(&format!("{m}.")), StatusCode::FORBIDDEN).await
+        }
         Err(e) => ctx.error_page(e),
     }
 }

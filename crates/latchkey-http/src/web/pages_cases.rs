@@ -507,6 +507,7 @@ fn step_input(fields: &[(String, String)]) -> Result<(String, StepInput), Servic
         note: get("note"),
         channel: get("channel"),
         tap_request_id: get("tap_request_id"),
+        approval_id: get("approval_id"),
         remove_method_ids: prefixed("method:"),
         lost_device_ids: prefixed("device:"),
         ..Default::default()
@@ -628,7 +629,7 @@ async fn device_lost(State(app): State<Arc<App>>, ctx: Ctx, Path((username, id))
         Ok(_) => return ctx.error_page(ServiceError::NotFound("device".into())),
         Err(e) => return ctx.error_page(e),
     }
-    match app.end_device(&p, &id, DeviceState::Lost).await {
+    match app.end_device(&p, &id, DeviceState::Lost, None).await {
         Ok(_) => Redirect::to(&format!("/helpdesk/users/{username}?done=lost")).into_response(),
         Err(e) => ctx.error_page(e),
     }

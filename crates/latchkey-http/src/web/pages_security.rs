@@ -217,7 +217,7 @@ async fn totp_start(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<LabelFo
         Err(r) => return r,
     };
     let (username, _) = me(&p);
-    match app.enroll_totp(&p, username, f.label, None, None).await {
+    match app.enroll_totp(&p, username, f.label, None, None, None).await {
         Ok(e) => Redirect::to(&format!("/security-info/totp/{}", e.method.id)).into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
         Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_))) {
@@ -332,7 +332,7 @@ async fn recovery_codes(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
         Err(r) => return r,
     };
     let (username, _) = me(&p);
-    let codes = match app.regenerate_recovery_codes(&p, username).await {
+    let codes = match app.regenerate_recovery_codes(&p, username, None).await {
         Ok((_, codes)) => codes,
         Err(ServiceError::ReauthenticationRequired(_)) => return reauth(),
         Err(e) => return ctx.error_page(e),
@@ -373,7 +373,7 @@ async fn password(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<PasswordF
     if f.password != f.confirm {
         return render_overview(ctx, None, Some("The two passwords differ."), StatusCode::BAD_REQUEST).await;
     }
-    match app.set_password(&p, username, &f.password).await {
+    match app.set_password(&p, username, &f.password, None).await {
         Ok(()) => Redirect::to("/security-info?done=password_set").into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
         Err(e) => {
@@ -412,7 +412,7 @@ async fn remove_method(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<Str
         )
         .await;
     }
-    match app.delete_method(&p, username, &id).await {
+    match app.delete_method(&p, username, &id, None).await {
         Ok(()) => Redirect::to("/security-info?done=method_removed").into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
         Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::Conflict(_))) {

@@ -216,15 +216,106 @@ impl Harness {
     }
 
     /// A user with a password and a confirmed TOTP, set up by the admin token.
-    /// Returns the TOTP secret.
+    /// Returns the TOTP secret. A privileged user (any role) is set up by the
+    /// local operator instead: someone else's change to their credentials
+    /// needs a second approver over the API.
     pub async fn user_with_totp(&self, username: &str, roles: &[&str]) -> Vec<u8> {
         self.create_user(username, roles).await;
+        if !roles.is_empty() {
+            return self.provision_as_operator(username).await;
+        }
         self.set_password(username, &self.admin.clone()).await;
         let (id, secret, _) = self.enroll_totp(username, &self.admin.clone()).await;
         self.confirm_totp(username, &self.admin.clone(), &id, &secret)
             .await
             .expect(StatusCode::OK);
         secret
+    }
+
+    /// Password and confirmed TOTP set by the local operator (no approval
+    /// binds it); returns the TOTP secret.
+    pub async fn provision_as_operator(&self, username: &str) -> Vec<u8> {
+        let op = Principal::Operator;
+        self.app
+            .set_password(&op, username, PASSWORD, None)
+            .await
+            .expect("operator sets the password");
+        let e = self
+            .app
+            .enroll_totp(&op, username, None, None, None, None)
+            .await
+            .expect("operator enrols TOTP");
+        let secret = otp::decode_secret(&e.secret_base32).expect("base32 secret");
+        self.app
+            .confirm_totp(&op, username, &e.method.id, &self.code(&secret))
+            .await
+            .expect("operator confirms TOTP");
+        secret
+    }
+
+    /// An admin-scoped API token owned by `owner` (made by the operator, as
+    /// `latchkey admin api-token create --owner` does).
+    pub async fn owned_token(&self, name: &str, owner: &str) -> String {
+        self.app
+            .create_scoped_api_token(&Principal::Operator, name, &["admin"], Some(owner))
+            .await
+            .expect("owned token")
+            .1
+    }
+
+    /// A raw connection to the harness's database, for tests that tamper
+    /// with it behind the service's back.
+    pub async fn raw(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = match &self._guard {
+            Guard::Sqlite(dir) => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+            Guard::Postgres(db) => db.url.clone(),
+        };
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("raw pool connects")
+    }
+
+    /// Grant a policy exception the way it must be: requested by one
+    /// security administrator (`requester`, made on first use with an owned
+    /// token), approved by another (`approver`). Returns the exception.
+    pub async fn grant_exception(&self, mut body: Value) -> Value {
+        let mut tokens = vec![];
+        for name in ["requester", "approver"] {
+            if self.app.user(name).await.is_err() {
+                self.create_user(name, &["security_admin", "admin"]).await;
+            }
+            tokens.push(self.owned_token(&format!("{name}-token-{}", tokens.len()), name).await);
+        }
+        body.as_object_mut().unwrap().remove("requested_by");
+        let r = self.post("/api/v1/policy-exceptions", Some(&tokens[0]), body).await;
+        r.expect(StatusCode::ACCEPTED);
+        let request = r.json["request_id"].as_str().unwrap().to_owned();
+        let r = self
+            .post(
+                &format!("/api/v1/change-requests/{request}/approve"),
+                Some(&tokens[1]),
+                json!({}),
+            )
+            .await;
+        r.expect(StatusCode::OK);
+        let id = r.json["result_id"]
+            .as_str()
+            .expect("the approval names the exception")
+            .to_owned();
+        let list = self.get("/api/v1/policy-exceptions", Some(&self.admin)).await;
+        list.expect(StatusCode::OK);
+        let all = list
+            .json
+            .as_array()
+            .cloned()
+            .or_else(|| list.json["exceptions"].as_array().cloned())
+            .unwrap_or_default();
+        all.into_iter()
+            .find(|e| e["id"] == id || e["exception"]["id"] == id)
+            .unwrap_or_else(|| json!({ "id": id }))
     }
 
     /// The TOTP code at the clock's current time.

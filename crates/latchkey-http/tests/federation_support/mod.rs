@@ -83,8 +83,15 @@ impl Env {
             .await
             .expect("user");
         let password = format!("{name}-correct-horse-battery");
-        self.app.set_password(&op, name, &password).await.expect("password");
-        let e = self.app.enroll_totp(&op, name, None, None, None).await.expect("enroll");
+        self.app
+            .set_password(&op, name, &password, None)
+            .await
+            .expect("password");
+        let e = self
+            .app
+            .enroll_totp(&op, name, None, None, None, None)
+            .await
+            .expect("enroll");
         let secret = otp::decode_secret(&e.secret_base32).expect("secret");
         let code = otp::totp_at(&secret, self.clock.now_secs() as u64, &TotpParams::default());
         self.app
