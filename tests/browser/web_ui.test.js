@@ -277,6 +277,11 @@ test("admin console: API tokens and the audit log", async () => {
   assert.equal(api.status(), 200);
   await submit("Revoke token provisioning");
   assert.match(await page.locator("tbody tr", { hasText: "provisioning" }).innerText(), /Revoked/);
+  // A relying party's token: the only scope whose word on the end user's address and device counts.
+  await page.getByLabel("Name").fill("portal");
+  await page.getByLabel("Scope").selectOption("relying_party");
+  await submit("Create token");
+  assert.match(await page.locator("tbody tr", { hasText: "portal" }).innerText(), /relying_party/);
 
   await page.goto(`${base}/admin/audit`);
   assert.match(await page.locator("#chain-status").innerText(), /Chain intact/);

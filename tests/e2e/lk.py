@@ -422,8 +422,10 @@ class Server:
                                     f"stdout: {cp.stdout}\nstderr: {cp.stderr}")
         return cp
 
-    def create_api_token(self, name: str) -> str:
-        cp = self.cli("admin", "api-token", "create", "--name", name, "--data", str(self.data_dir),
+    def create_api_token(self, name: str, scope: str | None = None) -> str:
+        """An API token made with the CLI: admin-scoped, or with `scope` (e.g. relying_party)."""
+        scope_args = ("--scope", scope) if scope else ()
+        cp = self.cli("admin", "api-token", "create", "--name", name, *scope_args, "--data", str(self.data_dir),
                       *self.db_args(), "--json")
         assert cp.returncode == 0, (f"[{self.name}] `latchkey admin api-token create` exited {cp.returncode}\n"
                                     f"stdout: {cp.stdout}\nstderr: {cp.stderr}")
@@ -432,6 +434,7 @@ class Server:
         except ValueError:
             pytest.fail(f"[{self.name}] api-token create --json printed no JSON: stdout={cp.stdout!r} stderr={cp.stderr!r}")
         assert doc.get("name") == name, f"api-token create: unexpected name in {doc!r}"
+        assert doc.get("scopes") == [scope or "admin"], f"api-token create: unexpected scopes in {doc!r}"
         token = doc.get("token")
         assert isinstance(token, str) and token.startswith("lk_at_"), f"api-token create: bad token in {doc!r}"
         return token

@@ -80,9 +80,11 @@ def test_spray_from_one_source_is_an_alert_in_api_cli_and_webhook(make_server, m
 
     names = [f"spray{i:02d}" for i in range(12)]
     users = lk.provision(srv, names, totp=False)
-    # A relying party (authenticated) relays the end user's address: one source, many users.
+    # A relying party (its own token scope) relays the end user's address: one source, many users.
+    rp = srv.create_api_token("portal", scope="relying_party")
     for n in names:
-        r = srv.api("POST", "/signin", {"username": n, "password": "Winter2026!", "context": {"ip": SPRAY_IP}})
+        r = srv.api("POST", "/signin", {"username": n, "password": "Winter2026!", "context": {"ip": SPRAY_IP}},
+                    token=rp)
         assert_problem(r, 401, "invalid-credentials")
 
     def spray_alert():

@@ -44,6 +44,39 @@ impl DeviceState {
     }
 }
 
+/// How a sign-in proved that it runs on an inventory device. A device id on
+/// its own proves nothing (anyone can send one), so a sign-in context holds
+/// a device only with one of these, and conditional access sees no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceProof {
+    /// A relying party authenticated with a `relying_party`-scoped token
+    /// vouched for the device (it checked the device itself).
+    VouchedByRelyingParty,
+    /// A step of this sign-in verified a key bound to the device (a security
+    /// key or passkey registered for it).
+    KeyPossession,
+    /// Read back from a session: proved (one of the above) when it signed in.
+    RecordedAtSignIn,
+}
+
+/// A device a sign-in runs on, with how that was proved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceClaim {
+    pub id: String,
+    pub proof: DeviceProof,
+}
+
+impl DeviceClaim {
+    /// The device a session recorded when it signed in (only proved ones are).
+    pub fn recorded(id: String) -> Self {
+        DeviceClaim {
+            id,
+            proof: DeviceProof::RecordedAtSignIn,
+        }
+    }
+}
+
 pub fn parse_enum<T: serde::de::DeserializeOwned>(s: &str, what: &str, allowed: &str) -> Result<T, CoreError> {
     serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
         .map_err(|_| CoreError::InvalidInput(format!("unknown {what} '{s}' ({allowed})")))

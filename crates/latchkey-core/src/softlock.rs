@@ -17,6 +17,26 @@
 //! The counter lives in the database so every node sees the same state; this
 //! module alone decides the back-off schedule ([`LockPolicy::locked_until`]):
 //! the store counts and keeps the lock it is told.
+//!
+//! ## Smart lock-out: familiar and unfamiliar sources
+//!
+//! A user has two counters, each running the diagram above on its own
+//! ([`user_counter`]): one for attempts from [`Familiarity::Familiar`]
+//! sources (where this user signed in successfully within
+//! [`FAMILIAR_SOURCE_DAYS`], as the server's own sign-in log says; nothing
+//! the client sends counts) and one for every other source.
+//!
+//! ```text
+//!   attempt from source S for user U
+//!        │
+//!        ├─ U succeeded from S in the last 30 days ──▶ counter user:U        (+ src:S)
+//!        └─ otherwise ───────────────────────────────▶ counter user-unfamiliar:U (+ src:S)
+//! ```
+//! So wrong passwords sprayed from anywhere lock only the unfamiliar counter:
+//! they keep slowing the guessing down, and do not refuse the real user's
+//! correct password from a place they use. Guesses from a familiar source
+//! still lock familiar sources, and the per-source counter applies to every
+//! attempt. A success resets only the counter it was counted against.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +71,50 @@ impl LockPolicy {
         let secs = self.base_secs.saturating_mul(1i64 << doublings).min(self.max_secs);
         Some(now + secs)
     }
+}
+
+/// How long a successful sign-in makes its source familiar for the user.
+pub const FAMILIAR_SOURCE_DAYS: i64 = 30;
+
+/// Where an attempt comes from, as far as the user's own history goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Familiarity {
+    /// The user signed in successfully from this source recently.
+    Familiar,
+    /// Anything else, including an attempt without a known source.
+    Unfamiliar,
+}
+
+impl Familiarity {
+    pub fn of(recent_success_from_source: bool) -> Self {
+        if recent_success_from_source {
+            Familiarity::Familiar
+        } else {
+            Familiarity::Unfamiliar
+        }
+    }
+
+    /// Successes at or after this time make a source familiar at `now`.
+    pub fn window_start(now: i64) -> i64 {
+        now - FAMILIAR_SOURCE_DAYS * 86_400
+    }
+}
+
+/// The user counter an attempt of this familiarity is counted against.
+pub fn user_counter(username: &str, familiarity: Familiarity) -> String {
+    match familiarity {
+        Familiarity::Familiar => format!("user:{username}"),
+        Familiarity::Unfamiliar => format!("user-unfamiliar:{username}"),
+    }
+}
+
+/// Both of a user's counters (an administrator's clear resets both).
+pub fn user_counters(username: &str) -> [String; 2] {
+    [
+        user_counter(username, Familiarity::Familiar),
+        user_counter(username, Familiarity::Unfamiliar),
+    ]
 }
 
 /// Whether the counters of one attempt's keys (user and source) let it be
@@ -116,6 +180,20 @@ mod tests {
         assert_eq!(check_all([Some(60), Some(100)], 50), Err(50));
         assert_eq!(check_all([Some(100), Some(50)], 50), Err(50));
         assert_eq!(check_all(std::iter::empty(), 50), Ok(()));
+    }
+
+    #[test]
+    fn familiar_and_unfamiliar_attempts_count_against_separate_counters() {
+        let familiar = user_counter("alice", Familiarity::of(true));
+        let unfamiliar = user_counter("alice", Familiarity::of(false));
+        assert_ne!(familiar, unfamiliar);
+        assert_eq!(user_counters("alice"), [familiar, unfamiliar]);
+        // A username cannot make one counter collide with another's.
+        assert_ne!(
+            user_counter("unfamiliar:alice", Familiarity::Familiar),
+            user_counter("alice", Familiarity::Unfamiliar)
+        );
+        assert_eq!(Familiarity::window_start(FAMILIAR_SOURCE_DAYS * 86_400), 0);
     }
 
     #[test]

@@ -652,8 +652,8 @@ async fn a_web_sign_in_that_continues_to_a_client_is_held_to_its_policies() {
     let ctx = SignInContext {
         application: Some("web".into()),
         source_ip: Some("127.0.0.1".into()),
-        device_id: None,
         continues_to: Some(payroll.id.clone()),
+        ..Default::default()
     };
     // Known right after the password: none of fay's methods can satisfy payroll.
     let r = env.app.signin_start(&fay.name, Some(&fay.password), &ctx).await;

@@ -37,32 +37,6 @@ async fn harness() -> Harness {
     Harness::sqlite_with(c).await
 }
 
-/// Password + TOTP from `peer`; returns the verify response.
-async fn signin_from(h: &Harness, peer: [u8; 4], user: &str, secret: &[u8]) -> common::Resp {
-    h.advance(30);
-    let r = h
-        .call_from(
-            peer,
-            Method::POST,
-            "/api/v1/signin",
-            None,
-            Some(json!({ "username": user, "password": PASSWORD })),
-        )
-        .await;
-    if r.status != StatusCode::OK {
-        return r;
-    }
-    let flow = r.json["flow_id"].as_str().unwrap().to_owned();
-    h.call_from(
-        peer,
-        Method::POST,
-        &format!("/api/v1/signin/{flow}/verify"),
-        None,
-        Some(json!({ "method": "totp", "code": h.code(secret) })),
-    )
-    .await
-}
-
 async fn wrong_password_from(h: &Harness, peer: [u8; 4], user: &str) {
     let r = h
         .call_from(
@@ -178,11 +152,11 @@ async fn seeded_scenario_raises_exactly_the_expected_detections() {
     h.advance(4 * 86_400);
 
     // Traveler: Berlin, then Paris 30 minutes later.
-    signin_from(&h, BERLIN, "traveler", &traveler)
+    h.signin_mfa_from(BERLIN, "traveler", &traveler)
         .await
         .expect(StatusCode::OK);
     h.advance(1800);
-    let r = signin_from(&h, PARIS, "traveler", &traveler).await;
+    let r = h.signin_mfa_from(PARIS, "traveler", &traveler).await;
     r.expect(StatusCode::OK);
     assert_eq!(r.json["state"], "complete", "{}", r.json);
 
@@ -331,14 +305,14 @@ async fn risk_from_detections_applies_at_a_real_sign_in() {
     .await;
 
     // No history, no alerts: risk none, sign-in completes.
-    let r = signin_from(&h, BERLIN, "alice", &alice).await;
+    let r = h.signin_mfa_from(BERLIN, "alice", &alice).await;
     assert_eq!(r.json["state"], "complete", "{}", r.json);
     let page = h.get("/api/v1/signins?user=alice&limit=1", Some(&h.admin)).await;
     assert_eq!(page.json["signins"][0]["risk"], "none", "{}", page.json);
 
     // A network alice was never seen on (no geolocation for it): medium, so
     // the phishing-resistant policy applies and TOTP is not enough.
-    let r = signin_from(&h, OFFICE, "alice", &alice).await;
+    let r = h.signin_mfa_from(OFFICE, "alice", &alice).await;
     r.expect_problem(StatusCode::FORBIDDEN, "authentication-strength-required");
     let page = h.get("/api/v1/signins?user=alice&limit=1", Some(&h.admin)).await;
     let row = &page.json["signins"][0];
@@ -350,7 +324,7 @@ async fn risk_from_detections_applies_at_a_real_sign_in() {
 
     // Paris 10 minutes after Berlin: impossible travel, high: blocked.
     h.advance(600);
-    let r = signin_from(&h, PARIS, "alice", &alice).await;
+    let r = h.signin_mfa_from(PARIS, "alice", &alice).await;
     r.expect_problem(StatusCode::FORBIDDEN, "access-blocked");
     assert!(
         r.json["detail"].as_str().unwrap().contains("Block high risk"),
@@ -360,17 +334,17 @@ async fn risk_from_detections_applies_at_a_real_sign_in() {
 
     // A spray from SPRAYER: once detected, bob's correct password from the
     // same source is blocked too, while bob from his usual place is fine.
-    let r = signin_from(&h, BERLIN, "bob", &bob).await;
+    let r = h.signin_mfa_from(BERLIN, "bob", &bob).await;
     assert_eq!(r.json["state"], "complete", "{}", r.json);
     for i in 0..10 {
         wrong_password_from(&h, SPRAYER, &format!("s{i}")).await;
     }
-    let before = signin_from(&h, [192, 0, 2, 77], "bob", &bob).await;
+    let before = h.signin_mfa_from([192, 0, 2, 77], "bob", &bob).await;
     assert_eq!(before.json["state"], "complete", "{}", before.json);
     h.app.run_detections().await.unwrap();
-    let r = signin_from(&h, SPRAYER, "bob", &bob).await;
+    let r = h.signin_mfa_from(SPRAYER, "bob", &bob).await;
     r.expect_problem(StatusCode::FORBIDDEN, "access-blocked");
-    let r = signin_from(&h, BERLIN, "bob", &bob).await;
+    let r = h.signin_mfa_from(BERLIN, "bob", &bob).await;
     assert_eq!(r.json["state"], "complete", "{}", r.json);
 
     // Resolving the spray alert lowers the source's risk again... but the
@@ -384,7 +358,7 @@ async fn risk_from_detections_applies_at_a_real_sign_in() {
     )
     .await
     .expect(StatusCode::OK);
-    let r = signin_from(&h, SPRAYER, "bob", &bob).await;
+    let r = h.signin_mfa_from(SPRAYER, "bob", &bob).await;
     r.expect_problem(StatusCode::FORBIDDEN, "authentication-strength-required");
 
     // What the engine now sees for that source: only the new place.
@@ -395,8 +369,8 @@ async fn risk_from_detections_applies_at_a_real_sign_in() {
             &SignInContext {
                 application: None,
                 source_ip: Some("100.64.0.23".into()),
-                device_id: None,
                 continues_to: None,
+                ..Default::default()
             },
         )
         .await
@@ -451,7 +425,8 @@ async fn signins_api_filters_pages_and_records_everything() {
     )
     .await
     .expect_problem(StatusCode::UNAUTHORIZED, "invalid-code");
-    // With a device id (the client names it at each step).
+    // With a device id the client names at each step, unproven: recorded
+    // as a claim, not as the device (spoofed_context.rs).
     h.advance(30);
     let r = h
         .call_from(
@@ -485,7 +460,8 @@ async fn signins_api_filters_pages_and_records_everything() {
     assert_eq!(ok["application"], "crm");
     assert_eq!(ok["source_ip"], "10.20.0.5");
     assert_eq!(ok["location"], "hq");
-    assert_eq!(ok["device_id"], "laptop-7");
+    assert!(ok["device_id"].is_null(), "{ok}");
+    assert_eq!(ok["unproven_device_id"], "laptop-7");
     assert_eq!(ok["methods_used"], json!(["password", "totp"]));
     assert_eq!(ok["acr"], "mfa");
     assert_eq!(ok["risk"], "none");
@@ -950,7 +926,7 @@ async fn postgres_signin_log_detections_and_alerts() {
         h.create_user(&format!("pg{i}"), &[]).await;
         wrong_password_from(&h, SPRAYER, &format!("pg{i}")).await;
     }
-    let r = signin_from(&h, BERLIN, "pgu", &secret).await;
+    let r = h.signin_mfa_from(BERLIN, "pgu", &secret).await;
     assert_eq!(r.json["state"], "complete", "{}", r.json);
     let page = h.get("/api/v1/signins?result=failure&limit=4", Some(&h.admin)).await;
     page.expect(StatusCode::OK);

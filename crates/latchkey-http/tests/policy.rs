@@ -588,8 +588,8 @@ async fn session_from(e: &Env, name: &str, ip: &str, second: Result<&[u8], &str>
     let ctx = SignInContext {
         application: Some("web".into()),
         source_ip: Some(ip.into()),
-        device_id: None,
         continues_to: None,
+        ..Default::default()
     };
     let o = match second {
         Ok(secret) => {

@@ -4,6 +4,7 @@
 //! suspension, and the SSE prompt stream. The clock is moved, never slept.
 
 mod common;
+mod radius_support;
 
 use std::net::SocketAddr;
 
@@ -624,22 +625,7 @@ mod radius_push {
     const SECRET: &str = "nas-shared-secret-0123";
 
     fn request(id: u8, user: &str, password: &str, state: Option<&[u8]>) -> Vec<u8> {
-        let auth: [u8; 16] = rand::random();
-        let mut p = Packet {
-            code: packet::ACCESS_REQUEST,
-            identifier: id,
-            authenticator: auth,
-            attributes: vec![],
-        };
-        p.add(packet::USER_NAME, user.as_bytes());
-        p.add(
-            packet::USER_PASSWORD,
-            &packet::encode_user_password(password.as_bytes(), SECRET.as_bytes(), &auth),
-        );
-        if let Some(s) = state {
-            p.add(packet::STATE, s);
-        }
-        packet::sign_request(p, SECRET.as_bytes())
+        crate::radius_support::access_request(id, user, password, SECRET, state, None).0
     }
 
     async fn ask(h: &Harness, raw: Vec<u8>) -> Packet {

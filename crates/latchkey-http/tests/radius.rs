@@ -5,6 +5,7 @@
 //! (docs/threat-model-outage.md).
 
 mod federation_support;
+mod radius_support;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -15,42 +16,13 @@ use federation_support::{Env, TestUser};
 use latchkey_radius::packet::{self, Packet};
 use latchkey_service::app::SignInContext;
 use latchkey_service::{Principal, ServiceError};
+use radius_support::access_request;
 
 const SECRET: &str = "nas-shared-secret-0123";
 const NAS_IP: &str = "127.0.0.1";
 
 fn request(id: u8, user: &str, password: &str, secret: &str, state: Option<&[u8]>) -> (Vec<u8>, [u8; 16]) {
-    request_from(id, user, password, secret, state, None)
-}
-
-/// A request whose NAS reports `calling_station` as the caller.
-fn request_from(
-    id: u8,
-    user: &str,
-    password: &str,
-    secret: &str,
-    state: Option<&[u8]>,
-    calling_station: Option<&str>,
-) -> (Vec<u8>, [u8; 16]) {
-    let auth: [u8; 16] = rand::random();
-    let mut p = Packet {
-        code: packet::ACCESS_REQUEST,
-        identifier: id,
-        authenticator: auth,
-        attributes: vec![],
-    };
-    p.add(packet::USER_NAME, user.as_bytes());
-    p.add(
-        packet::USER_PASSWORD,
-        &packet::encode_user_password(password.as_bytes(), secret.as_bytes(), &auth),
-    );
-    if let Some(s) = state {
-        p.add(packet::STATE, s);
-    }
-    if let Some(c) = calling_station {
-        p.add(packet::CALLING_STATION_ID, c.as_bytes());
-    }
-    (packet::sign_request(p, secret.as_bytes()), auth)
+    access_request(id, user, password, secret, state, None)
 }
 
 async fn ask(env: &Env, raw: &[u8], auth: &[u8; 16]) -> Option<Packet> {
@@ -164,8 +136,8 @@ async fn wrong_passwords_lock_the_user_for_http_too() {
     let ctx = SignInContext {
         application: None,
         source_ip: Some("192.0.2.1".into()),
-        device_id: None,
         continues_to: None,
+        ..Default::default()
     };
     let r = env.app.signin_start(&u.name, Some(&u.password), &ctx).await;
     assert!(matches!(r, Err(ServiceError::TooManyAttempts { .. })), "shared lockout");
@@ -201,7 +173,7 @@ async fn client_registration_rules() {
 
 /// The answer's code and Reply-Message to a first request (no State).
 async fn answer_to(env: &Env, id: u8, user: &str, password: &str, calling_station: Option<&str>) -> (u8, String) {
-    let (raw, auth) = request_from(id, user, password, SECRET, None, calling_station);
+    let (raw, auth) = access_request(id, user, password, SECRET, None, calling_station);
     let p = ask(env, &raw, &auth).await.expect("answered");
     let msg = p
         .attr(packet::REPLY_MESSAGE)

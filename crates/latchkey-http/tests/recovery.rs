@@ -225,19 +225,25 @@ async fn a_lost_device_takes_its_methods_and_sessions_with_it() {
     .await
     .expect(StatusCode::NO_CONTENT);
 
-    // A session opened on that device.
+    // A session opened on that device (a relying party vouches for it).
+    let (_, rp) = h
+        .app
+        .create_scoped_api_token(&Principal::Operator, "portal", &["relying_party"])
+        .await
+        .unwrap();
     h.advance(30);
     let r = h
         .post(
             "/api/v1/signin",
-            None,
+            Some(&rp),
             json!({ "username": "erin", "password": common::PASSWORD, "context": { "device_id": device } }),
         )
         .await;
     let flow = r.json["flow_id"].as_str().unwrap().to_owned();
     let r = h
-        .verify(
-            &flow,
+        .post(
+            &format!("/api/v1/signin/{flow}/verify"),
+            Some(&rp),
             json!({ "method": "totp", "code": h.code(&secret), "context": { "device_id": device } }),
         )
         .await;
@@ -332,26 +338,23 @@ async fn conditional_access_reads_device_compliance_from_the_inventory() {
         .await
         .expect(StatusCode::OK);
     }
-    let policy = json!({
-        "id": "compliant-only", "name": "compliant-only", "state": "enabled",
-        "assignments": { "users": { "include": ["finn"] }, "applications": { "include": ["*"] } },
-        "grant": ["require_compliant_device"]
-    });
-    h.post(
-        "/api/v1/policies",
-        Some(&h.admin),
-        json!({ "policy": policy, "force": true }),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    h.require_compliant_device("finn").await;
+    // The relying party vouches for the device (spoofed_context.rs: an id
+    // from anyone else is no device).
+    let (_, rp) = h
+        .app
+        .create_scoped_api_token(&Principal::Operator, "portal", &["relying_party"])
+        .await
+        .unwrap();
     let attempt = |device_id: Option<String>| {
         let h = &h;
+        let rp = rp.clone();
         async move {
             let mut body = json!({ "username": "finn", "password": common::PASSWORD });
             if let Some(d) = device_id {
                 body["context"] = json!({ "device_id": d });
             }
-            h.post("/api/v1/signin", None, body).await
+            h.post("/api/v1/signin", Some(&rp), body).await
         }
     };
     // No device, or someone else's compliant device: blocked.

@@ -819,3 +819,112 @@ async fn every_webauthn_endpoint_is_in_the_openapi_document() {
         .unwrap();
     assert_eq!(js.status(), StatusCode::OK);
 }
+
+/// Finding 9's possession route: a passkey whose key cannot leave its device
+/// (not backup eligible), bound to an inventory device, proves that device
+/// when it signs in; the same passkey unbound proves nothing.
+#[tokio::test]
+async fn finding_09_a_device_bound_passkey_proves_its_device() {
+    let h = Harness::new().await;
+    h.user("dana", &[]).await;
+    let mut pk = SoftPasskey::new(true);
+    let r = h
+        .register(None, "dana", "passkey", &mut pk, ORIGIN, as_non_resident)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["backup_eligible"], false, "{:?}", r.body);
+    let method_id = r.body["id"].as_str().unwrap().to_owned();
+    let cred_id = {
+        let flow = h.password_flow("dana").await;
+        h.challenge(&flow).await.public_key.allow_credentials[0].id.clone()
+    };
+    let dana = user_id(&h, "dana").await;
+
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/users/dana/devices",
+            Some(json!({ "name": "dana's laptop", "platform": "windows", "ownership": "corporate" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let laptop = r.body["id"].as_str().unwrap().to_owned();
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/api-tokens",
+            Some(json!({ "name": "mdm", "scopes": ["mdm"] })),
+        )
+        .await;
+    let mdm = r.body["token"].as_str().unwrap().to_owned();
+    let r = h
+        .call(
+            "PUT",
+            &format!("/api/v1/devices/{laptop}/compliance"),
+            Some(&mdm),
+            Some(json!({ "managed": true, "compliant": true })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let policy = json!({
+        "id": "compliant-only", "name": "compliant-only", "state": "enabled",
+        "assignments": { "users": { "include": ["dana"] }, "applications": { "include": ["*"] } },
+        "grant": ["require_compliant_device"]
+    });
+    let r = h
+        .admin(
+            "POST",
+            "/api/v1/policies",
+            Some(json!({ "policy": policy, "force": true })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    // Not bound: naming the laptop proves nothing.
+    let r = passkey_signin(&h, &mut pk, &cred_id, &dana, &laptop).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.body["type"], "urn:latchkey:problem:access-blocked");
+
+    let r = h
+        .admin(
+            "PUT",
+            &format!("/api/v1/users/dana/methods/{method_id}/device"),
+            Some(json!({ "device_id": laptop })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = passkey_signin(&h, &mut pk, &cred_id, &dana, &laptop).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["state"], "complete");
+    let log = h.admin("GET", "/api/v1/signins?user=dana&result=success", None).await;
+    assert_eq!(log.body["signins"][0]["device_id"], laptop.as_str(), "{:?}", log.body);
+
+    // The binding is an administrator's word: dana, freshly signed in, may
+    // not bind her own key to a compliant device (it would vouch for any
+    // machine she registers a passkey on).
+    let session = r.body["session_token"].as_str().unwrap().to_owned();
+    let r = h
+        .call(
+            "PUT",
+            &format!("/api/v1/users/dana/methods/{method_id}/device"),
+            Some(&session),
+            Some(json!({ "device_id": laptop })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+}
+
+/// Username first, no password: the passkey alone, naming `device`.
+async fn passkey_signin(h: &Harness, pk: &mut SoftPasskey, cred_id: &[u8], user_id: &str, device: &str) -> Reply {
+    let r = h
+        .call(
+            "POST",
+            "/api/v1/signin",
+            None,
+            Some(json!({ "username": "dana", "context": { "device_id": device } })),
+        )
+        .await;
+    let flow = r.body["flow_id"].as_str().unwrap().to_owned();
+    let rcr = h.challenge(&flow).await;
+    h.verify(&flow, discoverable_get(pk, rcr, cred_id, user_id)).await
+}

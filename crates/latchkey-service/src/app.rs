@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use latchkey_core::device::{DeviceClaim, DeviceProof};
 use latchkey_core::password::PasswordParams;
 use latchkey_core::secret::keyed_hash;
 use latchkey_core::softlock::LockPolicy;
@@ -24,6 +25,11 @@ pub const FLOW_PREFIX: &str = "lk_f_";
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 pub const API_SCOPE_ADMIN: &str = "admin";
 pub const API_SCOPE_MDM: &str = "mdm";
+/// A relying party (an application that signs its users in through the API):
+/// the only caller whose word on the end user's address and device counts.
+pub const API_SCOPE_RELYING_PARTY: &str = "relying_party";
+/// Every scope a token may have.
+pub const API_SCOPES: [&str; 3] = [API_SCOPE_ADMIN, API_SCOPE_MDM, API_SCOPE_RELYING_PARTY];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -157,6 +163,12 @@ impl Principal {
         self.human_id() == Some(target.id.as_str())
     }
 
+    /// A token with the `relying_party` scope itself (an `admin` token is not
+    /// one: automation does not speak for an end user's address or device).
+    pub fn is_relying_party(&self) -> bool {
+        matches!(self, Principal::ApiToken(t) if t.scopes.iter().any(|s| s == API_SCOPE_RELYING_PARTY))
+    }
+
     pub fn is_user(&self, target: &UserRecord) -> bool {
         matches!(self, Principal::Session { user, .. } if user.id == target.id)
     }
@@ -183,10 +195,63 @@ impl Principal {
 pub struct SignInContext {
     pub application: Option<String>,
     pub source_ip: Option<String>,
-    pub device_id: Option<String>,
+    /// The device, only when proved ([`DeviceClaim`]); conditional access
+    /// sees no other.
+    pub device: Option<DeviceClaim>,
+    /// A device id the request named without proof: logged, never believed.
+    pub unproven_device_id: Option<String>,
     /// The application a web sign-in continues to (an OIDC client). The
     /// session serves both, so both applications' policies apply.
     pub continues_to: Option<String>,
+}
+
+/// What a sign-in request says about its end user, before any of it is believed.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedContext {
+    pub ip: Option<String>,
+    pub device_id: Option<String>,
+}
+
+impl SignInContext {
+    /// The context of a sign-in request from `caller` (if it authenticated)
+    /// arriving from `peer`. Only a `relying_party` token speaks for the end
+    /// user: its `ip` replaces the peer's and its device counts as vouched
+    /// for. Anyone else is throttled by their own address, and a device id
+    /// they send is treated as no device (logged as an unproven claim, not
+    /// refused, so clients that send one keep working).
+    pub fn from_request(
+        caller: Option<&Principal>,
+        peer: Option<String>,
+        application: Option<String>,
+        claimed: ClaimedContext,
+    ) -> Self {
+        let relying_party = caller.is_some_and(Principal::is_relying_party);
+        let device_id = claimed.device_id.filter(|d| !d.trim().is_empty());
+        let (device, unproven_device_id) = match device_id {
+            Some(id) if relying_party => (
+                Some(DeviceClaim {
+                    id,
+                    proof: DeviceProof::VouchedByRelyingParty,
+                }),
+                None,
+            ),
+            other => (None, other),
+        };
+        if let Some(id) = &unproven_device_id {
+            tracing::info!(device_id = %id, "sign-in named a device without proof; treated as no device");
+        }
+        Self {
+            application,
+            source_ip: if relying_party { claimed.ip.or(peer) } else { peer },
+            device,
+            unproven_device_id,
+            continues_to: None,
+        }
+    }
+
+    pub fn device_id(&self) -> Option<&str> {
+        self.device.as_ref().map(|d| d.id.as_str())
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -267,9 +332,6 @@ pub struct App {
     pub(crate) password_slots: crate::signin::PasswordSlots,
 }
 
-pub(crate) fn user_key(username: &str) -> String {
-    format!("user:{username}")
-}
 pub(crate) fn source_key(ip: &str) -> String {
     format!("src:{ip}")
 }

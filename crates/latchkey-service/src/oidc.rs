@@ -527,7 +527,8 @@ impl App {
         let ctx = SignInContext {
             application: Some(client.id.clone()),
             source_ip: source_ip.or(origin_ip),
-            device_id,
+            device: device_id.map(latchkey_core::device::DeviceClaim::recorded),
+            unproven_device_id: None,
             continues_to: None,
         };
         let d = self.access_decision(user, &ctx).await?;

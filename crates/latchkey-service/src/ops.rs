@@ -309,7 +309,8 @@ impl App {
     ) -> ServiceResult<LoggedSignIn> {
         let detail = SignInDetail {
             location: parse_ip(e.source_ip.as_deref()).and_then(|ip| c.named_location_of(ip)),
-            device_id: ctx.device_id.clone(),
+            device_id: ctx.device_id().map(str::to_owned),
+            unproven_device_id: ctx.unproven_device_id.clone(),
             methods_tried: tried.iter().map(|m| (*m).to_owned()).collect(),
             risk: risk.map(|r| risk_str(r).to_owned()),
         };

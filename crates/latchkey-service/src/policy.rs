@@ -260,8 +260,8 @@ impl App {
             ip: parse_ip(ctx.source_ip.as_deref()),
             // Unknown to the inventory (or not this user's): neither managed
             // nor compliant. `access_decision` fills in what the inventory says.
-            device: ctx.device_id.as_ref().map(|id| DevicePosture {
-                id: id.clone(),
+            device: ctx.device.as_ref().map(|d| DevicePosture {
+                id: d.id.clone(),
                 platform: None,
                 ownership: None,
                 managed: false,
@@ -313,7 +313,8 @@ impl App {
         let ctx = SignInContext {
             application: None,
             source_ip,
-            device_id,
+            device: device_id.map(latchkey_core::device::DeviceClaim::recorded),
+            unproven_device_id: None,
             continues_to: None,
         };
         let d = self.decide(user, &ctx, Some(UserAction::RegisterSecurityInfo)).await?;
@@ -370,7 +371,7 @@ impl App {
         let mut actx = self.access_context(ctx);
         actx.action = action;
         actx.risk = risk;
-        if let Some(id) = &ctx.device_id {
+        if let Some(id) = ctx.device_id() {
             if let Some(posture) = self.device_posture(user, id).await? {
                 actx.device = Some(posture);
             }

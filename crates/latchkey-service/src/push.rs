@@ -454,7 +454,7 @@ impl App {
         flow_id: &str,
         method: VerifyMethod,
     ) -> ServiceResult<(crate::signin::LoadedFlow, UserRecord)> {
-        let loaded = self.load_flow(flow_id).await?;
+        let loaded = self.load_flow(flow_id, None).await?;
         loaded.flow.check_allowed(method, self.now())?;
         let user = loaded.user.clone().ok_or(ServiceError::FlowNotFound)?;
         Ok((loaded, user))

@@ -171,8 +171,7 @@ impl App {
         let ctx = SignInContext {
             application: Some(nas.name.clone()),
             source_ip: signin_source(calling_station.as_deref()),
-            device_id: None,
-            continues_to: None,
+            ..Default::default()
         };
         let now = self.now();
         let reject = |m: &'static str| Ok(AccessAnswer::Reject(m));

@@ -4,7 +4,7 @@
 use latchkey_core::device::{parse_enum, DeviceState, Ownership, Platform};
 use latchkey_core::helpdesk::{CaseState, CaseStep, DeliveryChannel, HelpdeskCase, Scenario};
 use latchkey_core::tap::{check_approval, check_change_request, ChangeKind, IdentityVerification, TapRequest};
-use latchkey_core::{MethodState, Role, UserState};
+use latchkey_core::{MethodKind, MethodState, Role, UserState};
 use latchkey_store::{new_id, AuditEntry, CaseRecord, DeviceRecord, NewChangeRequest, TapRequestRecord, UserRecord};
 use serde_json::json;
 
@@ -568,6 +568,18 @@ impl App {
     ) -> ServiceResult<()> {
         let user = self.user(username).await?;
         self.require_register(p, &user).await?;
+        // A WebAuthn key bound to a device proves that device at sign-in
+        // (finding 9): the user must not be able to vouch for it themselves.
+        let methods = self.store.methods_for_user(&user.id).await?;
+        if methods
+            .iter()
+            .any(|m| m.id == method_id && m.kind == MethodKind::Webauthn)
+            && !p.is_admin()
+        {
+            return Err(ServiceError::Forbidden(
+                "binding a security key or passkey to a device proves the device to conditional access; only an administrator may".into(),
+            ));
+        }
         let mut tx = self.store.write().await?;
         tx.bind_method_device(&user.id, method_id, device_id).await?;
         tx.audit(

@@ -23,12 +23,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use latchkey_core::device::{DeviceClaim, DeviceProof};
 use latchkey_core::otp::{self, OtpError, TotpParams};
 use latchkey_core::password::verify_password;
 use latchkey_core::policy::{Decision, RiskLevel};
 use latchkey_core::secret::random_token;
 use latchkey_core::signin::{self as core_signin, SessionLimits, SignInFlow, SignInState};
-use latchkey_core::softlock::{self, LockPolicy};
+use latchkey_core::softlock::{self, Familiarity, LockPolicy};
 use latchkey_core::tap::{self, TapState};
 use latchkey_core::{AuthStrength, MethodKind, MethodState, UserState, Username, VerifyMethod};
 use latchkey_store::{
@@ -54,6 +55,9 @@ pub(crate) struct LoadedFlow {
     pub(crate) flow: SignInFlow,
     /// The user the flow names, as stored (any state).
     pub(crate) user: Option<UserRecord>,
+    /// Whether that user signed in successfully from this step's source
+    /// recently (which of their lock counters the step counts against).
+    pub(crate) familiarity: Familiarity,
 }
 
 impl LoadedFlow {
@@ -63,7 +67,8 @@ impl LoadedFlow {
         SignInContext {
             application: self.rec.application.clone(),
             source_ip: ctx.source_ip.clone().or(self.rec.source_ip.clone()),
-            device_id: ctx.device_id.clone(),
+            device: ctx.device.clone(),
+            unproven_device_id: ctx.unproven_device_id.clone(),
             continues_to: ctx.continues_to.clone(),
         }
     }
@@ -153,17 +158,25 @@ impl App {
         Ok(self.hash_flow(flow_id))
     }
 
-    /// Load a flow that has not expired, with its user, in one read.
-    pub(crate) async fn load_flow(&self, flow_id: &str) -> ServiceResult<LoadedFlow> {
+    /// Load a flow that has not expired, with its user and how familiar
+    /// `source` (the flow's own when `None`) is to them, in one read.
+    pub(crate) async fn load_flow(&self, flow_id: &str, source: Option<&str>) -> ServiceResult<LoadedFlow> {
         let key = self.flow_key(flow_id)?;
-        let (rec, user) = self
+        let now = self.now();
+        let (rec, user, familiar) = self
             .store
-            .flow_with_user(&key, self.now())
+            .flow_with_user(&key, now, source, Familiarity::window_start(now))
             .await?
             .ok_or(ServiceError::FlowNotFound)?;
         let flow: SignInFlow =
             serde_json::from_str(&rec.flow_json).map_err(|e| ServiceError::Internal(format!("stored flow: {e}")))?;
-        Ok(LoadedFlow { key, rec, flow, user })
+        Ok(LoadedFlow {
+            key,
+            rec,
+            flow,
+            user,
+            familiarity: Familiarity::of(familiar),
+        })
     }
 
     /// Store a new flow; its id is returned once, in the view.
@@ -216,7 +229,7 @@ impl App {
 
     /// The state of a flow this browser holds, without advancing it.
     pub async fn signin_flow_state(&self, flow_id: &str) -> ServiceResult<WebFlow> {
-        let loaded = self.load_flow(flow_id).await?;
+        let loaded = self.load_flow(flow_id, None).await?;
         if loaded.flow.is_expired(self.now()) {
             return Err(ServiceError::FlowNotFound);
         }
@@ -228,10 +241,18 @@ impl App {
 
     // ---- throttling ----------------------------------------------------
 
-    fn throttle_keys(&self, username: &str, ctx: &SignInContext) -> Vec<(String, LockPolicy)> {
+    /// The counters an attempt is counted against: the user's counter for
+    /// sources of this familiarity (smart lock-out, `softlock`) and the
+    /// source's.
+    fn throttle_keys(
+        &self,
+        username: &str,
+        familiarity: Familiarity,
+        ctx: &SignInContext,
+    ) -> Vec<(String, LockPolicy)> {
         // A usernameless (passkey) flow has no name to count against yet.
         let mut keys: Vec<(String, LockPolicy)> = (!username.is_empty())
-            .then(|| (user_key(username), self.config.user_lock))
+            .then(|| (softlock::user_counter(username, familiarity), self.config.user_lock))
             .into_iter()
             .collect();
         if let Some(ip) = &ctx.source_ip {
@@ -449,14 +470,6 @@ impl App {
         Ok(out)
     }
 
-    async fn active_user(&self, username: &str) -> ServiceResult<Option<UserRecord>> {
-        Ok(self
-            .store
-            .user_by_username(username)
-            .await?
-            .filter(|u| u.state == UserState::Active))
-    }
-
     /// What a verified step leads to under `decision`.
     fn advance(
         &self,
@@ -495,8 +508,15 @@ impl App {
     ) -> ServiceResult<FlowView> {
         let name = Username::parse(username.trim())?;
         let username = name.as_str();
-        let user = self.active_user(username).await?;
         let now = self.now();
+        let (user, familiar) = match self
+            .store
+            .user_for_signin(username, ctx.source_ip.as_deref(), Familiarity::window_start(now))
+            .await?
+        {
+            Some((u, familiar)) if u.state == UserState::Active => (Some(u), familiar),
+            _ => (None, false),
+        };
         let flow = SignInFlow::start(now, AuthStrength::Mfa);
         let Some(password) = password else {
             let mut tx = self.store.bookkeeping().await?;
@@ -506,7 +526,7 @@ impl App {
             tx.commit_bookkeeping().await?;
             return Ok(view);
         };
-        let keys = self.throttle_keys(username, ctx);
+        let keys = self.throttle_keys(username, Familiarity::of(familiar), ctx);
         let counted = self.count_attempt(&keys).await?;
         let checked = self.verify_password_for(user.as_ref(), password).await;
         let c = self.policies_now().await?;
@@ -591,17 +611,18 @@ impl App {
         ctx: &SignInContext,
     ) -> ServiceResult<VerifyOutcome> {
         let now = self.now();
-        let loaded = self.load_flow(flow_id).await?;
+        let loaded = self.load_flow(flow_id, ctx.source_ip.as_deref()).await?;
         loaded.flow.check_allowed(method, now)?;
-        let ctx = loaded.context(ctx);
+        let mut ctx = loaded.context(ctx);
         let username = loaded.rec.username.clone();
-        let keys = self.throttle_keys(&username, &ctx);
+        let keys = self.throttle_keys(&username, loaded.familiarity, &ctx);
         let mut user = loaded.user.clone().filter(|u| u.state == UserState::Active);
         let c = self.policies_now().await?;
 
         // Proofs checked before the step transaction: counted first.
         let mut counted: Option<Vec<ThrottleRow>> = None;
         let mut step_amr: Vec<String> = vec![];
+        let mut possessed_method: Option<String> = None;
         if checked_outside(method, &proof) {
             let rows = self.count_attempt(&keys).await?;
             let checked: ServiceResult<()> = async {
@@ -622,6 +643,7 @@ impl App {
                             .check_webauthn_assertion(flow_id, &loaded.rec, &loaded.flow, a, now)
                             .await?;
                         step_amr = o.amr;
+                        possessed_method = o.device_bound_method;
                         // A usernameless flow learns its user from the passkey.
                         user = Some(o.user);
                         Ok(())
@@ -649,6 +671,18 @@ impl App {
         let (methods, prepared) = match &user {
             Some(u) => {
                 let methods = self.store.methods_for_user(&u.id).await?;
+                // A key bound to a device, verified in this step, proves the
+                // device (finding 9's possession route).
+                let bound = possessed_method
+                    .as_ref()
+                    .and_then(|id| methods.iter().find(|m| &m.id == id && m.state == MethodState::Active))
+                    .and_then(|m| m.device_id.clone());
+                if let Some(id) = bound {
+                    ctx.device = Some(DeviceClaim {
+                        id,
+                        proof: DeviceProof::KeyPossession,
+                    });
+                }
                 let (risk, decision) = self.evaluate_step(&c, u, &ctx).await?;
                 let factors = self.second_factors_of(u, &methods).await?;
                 let nudges = self.registration_nudges_with(&c, u).await?;
@@ -757,7 +791,7 @@ impl App {
         if decision.break_glass {
             self.record_break_glass_use_in(&mut tx, &user, &ctx).await?;
         }
-        let user_counter = user_key(&user.username);
+        let user_counter = softlock::user_counter(&user.username, loaded.familiarity);
         if counted.is_some() || throttle.iter().any(|r| r.key == user_counter) {
             tx.clear_throttle(&user_counter).await?;
         }
@@ -846,7 +880,7 @@ impl App {
             &self.hash("session", &token),
             &session,
             ctx.source_ip.as_deref(),
-            ctx.device_id.as_deref(),
+            ctx.device_id(),
         )
         .await?;
         tx.audit(

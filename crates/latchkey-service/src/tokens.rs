@@ -65,8 +65,10 @@ impl App {
         self.create_scoped_api_token(p, name, &[API_SCOPE_ADMIN], None).await
     }
 
-    /// A token limited to `scopes`: `admin` (everything), or `mdm` (only
-    /// device compliance updates, for an MDM integration).
+    /// A token limited to `scopes`: `admin` (everything), `mdm` (only
+    /// device compliance updates, for an MDM integration) or
+    /// `relying_party` (an application signing its users in: its word on
+    /// the end user's address and device counts, and it may do nothing else).
     ///
     /// Every token acts for a human, its owner: the person behind a session
     /// that creates it, or behind the token that creates it (a second token
@@ -107,8 +109,11 @@ impl App {
                 )));
             }
         }
-        if scopes.is_empty() || scopes.iter().any(|s| ![API_SCOPE_ADMIN, API_SCOPE_MDM].contains(s)) {
-            return Err(ServiceError::InvalidRequest("scopes must be 'admin' or 'mdm'".into()));
+        if scopes.is_empty() || scopes.iter().any(|s| !API_SCOPES.contains(s)) {
+            return Err(ServiceError::InvalidRequest(format!(
+                "scopes must be among: {}",
+                API_SCOPES.join(", ")
+            )));
         }
         let name = name.trim();
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {

@@ -272,7 +272,10 @@ impl App {
             ));
         }
         let user = self.user(username).await?;
-        self.store.clear_throttle(&user_key(&user.username)).await?;
+        // Both counters: familiar and unfamiliar sources (smart lock-out).
+        for key in latchkey_core::softlock::user_counters(&user.username) {
+            self.store.clear_throttle(&key).await?;
+        }
         self.store
             .audit_only(
                 &AuditEntry::new(p.actor(), "lockout.clear", format!("user:{}", user.username), json!({})),

@@ -105,6 +105,10 @@ pub struct AssertionStart {
 pub(crate) struct AssertionOutcome {
     pub user: UserRecord,
     pub amr: Vec<String>,
+    /// The credential's method, when its key cannot be copied to another
+    /// device (not backup eligible): possession of it proves a device the
+    /// method is bound to.
+    pub device_bound_method: Option<String>,
 }
 
 /// A credential as shown to people (no key material).
@@ -517,7 +521,7 @@ impl App {
     /// reveals nothing about the account.
     pub async fn webauthn_challenge(&self, flow_id: &str) -> ServiceResult<RequestChallengeResponse> {
         let now = self.now();
-        let loaded = self.load_flow(flow_id).await?;
+        let loaded = self.load_flow(flow_id, None).await?;
         let (rec, flow) = (&loaded.rec, &loaded.flow);
         flow.check_allowed(latchkey_core::VerifyMethod::Webauthn, now)?;
         let webauthn = self.webauthn()?;
@@ -692,6 +696,7 @@ impl App {
         Ok(AssertionOutcome {
             user,
             amr: rules::assertion_amr(&facts),
+            device_bound_method: (!facts.backup_eligible).then(|| rec_cred.method_id.clone()),
         })
     }
 

@@ -239,17 +239,25 @@ impl Store {
 
     /// A flow that has not expired, with its user if it names one (and the
     /// user still exists): one read for what every sign-in step starts from.
+    /// A flow that has not expired with its user, and whether that user
+    /// signed in successfully from `source` (the flow's own source when
+    /// `None`) at or after `familiar_since` (smart lock-out): one read.
     pub async fn flow_with_user(
         &self,
         id_hash: &str,
         now: i64,
-    ) -> Result<Option<(FlowRecord, Option<crate::UserRecord>)>> {
+        source: Option<&str>,
+        familiar_since: i64,
+    ) -> Result<Option<(FlowRecord, Option<crate::UserRecord>, bool)>> {
         let row = sqlx::query(&format!(
-            "SELECT {FLOW_COLUMNS}, u.* FROM signin_flows f LEFT JOIN users u ON u.id = f.user_id
-             WHERE f.id_hash = $1 AND f.expires_at > $2"
+            "SELECT {FLOW_COLUMNS}, u.*, {} FROM signin_flows f LEFT JOIN users u ON u.id = f.user_id
+             WHERE f.id_hash = $1 AND f.expires_at > $2",
+            crate::users::familiar_source("COALESCE($3, f.source_ip)", "$4")
         ))
         .bind(id_hash)
         .bind(now)
+        .bind(source.map(str::to_owned))
+        .bind(familiar_since)
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
@@ -257,7 +265,8 @@ impl Store {
             Some(_) => Some(crate::users::user_from_row(&r)?),
             None => None,
         };
-        Ok(Some((flow_from_row(&r)?, user)))
+        let familiar = r.try_get::<i64, _>("familiar_source")? != 0;
+        Ok(Some((flow_from_row(&r)?, user, familiar)))
     }
 
     /// Compare-and-swap the flow's state: succeeds only if nobody else moved

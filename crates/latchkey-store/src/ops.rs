@@ -13,7 +13,10 @@ use crate::{json_vec, Result, SignInLogEntry, Store, StoreError, WriteTx};
 pub struct SignInDetail {
     /// Named location the source IP falls in, if any.
     pub location: Option<String>,
+    /// The device, when the sign-in proved it.
     pub device_id: Option<String>,
+    /// A device id the request named without proof (not believed).
+    pub unproven_device_id: Option<String>,
     /// Methods attempted (on a failure: the step that failed).
     pub methods_tried: Vec<String>,
     /// Sign-in risk given to conditional access (`none`..`high`).
@@ -30,7 +33,11 @@ pub struct SignInRecord {
     pub application: Option<String>,
     pub source_ip: Option<String>,
     pub location: Option<String>,
+    /// The device, when the sign-in proved it (a relying party vouched, or
+    /// a key bound to it was verified).
     pub device_id: Option<String>,
+    /// A device id the request named without proof: recorded, not believed.
+    pub unproven_device_id: Option<String>,
     pub result: String,
     pub reason: Option<String>,
     /// Methods that completed (amr material).
@@ -66,6 +73,7 @@ pub(crate) fn signin_from_row(r: &sqlx::any::AnyRow) -> Result<SignInRecord> {
         source_ip: r.try_get("source_ip")?,
         location: r.try_get("location")?,
         device_id: r.try_get("device_id")?,
+        unproven_device_id: r.try_get("unproven_device_id")?,
         result: r.try_get("result")?,
         reason: r.try_get("reason")?,
         methods_used: json_vec(&r.try_get::<String, _>("methods_json")?, "sign-in methods")?,
@@ -93,8 +101,8 @@ async fn log_signin_in<'e>(
     decision: Option<&serde_json::Value>,
 ) -> Result<i64> {
     let row = sqlx::query(
-        "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr, policy_json, location, device_id, methods_tried_json, risk)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        "INSERT INTO signins (at, user_id, username, application, source_ip, result, reason, methods_json, acr, policy_json, location, device_id, methods_tried_json, risk, unproven_device_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
     )
     .bind(e.at)
     .bind(e.user_id.clone())
@@ -110,6 +118,7 @@ async fn log_signin_in<'e>(
     .bind(detail.device_id.clone())
     .bind(to_json(&detail.methods_tried))
     .bind(detail.risk.clone())
+    .bind(detail.unproven_device_id.clone())
     .fetch_one(x)
     .await?;
     Ok(row.try_get(0)?)

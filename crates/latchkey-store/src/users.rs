@@ -142,6 +142,17 @@ impl WriteTx {
     }
 }
 
+/// A `familiar_source` column: whether user `u` signed in successfully from
+/// the source `source` at or after `since` (SQL expressions; the sign-in
+/// log's `signins_familiar` index answers it).
+pub(crate) fn familiar_source(source: &str, since: &str) -> String {
+    format!(
+        "CAST(CASE WHEN EXISTS (SELECT 1 FROM signins s \
+         WHERE s.user_id = u.id AND s.result = 'success' AND s.source_ip = {source} AND s.at >= {since}) \
+         THEN 1 ELSE 0 END AS BIGINT) AS familiar_source"
+    )
+}
+
 impl Store {
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
         sqlx::query("SELECT * FROM users WHERE username = $1")
@@ -150,6 +161,28 @@ impl Store {
             .await?
             .as_ref()
             .map(user_from_row)
+            .transpose()
+    }
+
+    /// A user by name for a sign-in attempt from `source`, with whether
+    /// the sign-in log has a success of theirs from that source at or after
+    /// `since` (smart lock-out's familiar source): one read.
+    pub async fn user_for_signin(
+        &self,
+        username: &str,
+        source: Option<&str>,
+        since: i64,
+    ) -> Result<Option<(UserRecord, bool)>> {
+        let row = sqlx::query(&format!(
+            "SELECT u.*, {} FROM users u WHERE u.username = $1",
+            familiar_source("$2", "$3")
+        ))
+        .bind(username)
+        .bind(source.map(str::to_owned))
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((user_from_row(&r)?, r.try_get::<i64, _>("familiar_source")? != 0)))
             .transpose()
     }
 

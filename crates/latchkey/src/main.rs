@@ -268,11 +268,13 @@ enum AdminCmd {
 
 #[derive(Subcommand)]
 enum TokenCmd {
-    /// Create an admin-scoped token and print it (shown once).
+    /// Create a token (admin-scoped unless --scope says otherwise) and print it (shown once).
     Create {
         #[arg(long)]
         name: String,
-        /// admin (default) or mdm (device compliance updates only); repeatable.
+        /// admin (default), mdm (device compliance updates only) or
+        /// relying_party (an application signing its users in: may pass the
+        /// end user's address and vouch for their device); repeatable.
         #[arg(long = "scope", default_value = "admin")]
         scopes: Vec<String>,
         /// The person the token acts for (an active administrator for an

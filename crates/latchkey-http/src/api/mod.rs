@@ -24,7 +24,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, MaybeAuth, PeerIp};
-use latchkey_service::app::{App, Principal, Proof, SignInContext};
+use latchkey_service::app::{App, ClaimedContext, Principal, Proof, SignInContext};
 use latchkey_service::ServiceError;
 
 pub use latchkey_service::time::rfc3339;
@@ -214,8 +214,12 @@ pub struct TapResponse {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SignInContextBody {
-    /// The end user's address, honoured only from an authenticated relying party.
+    /// The end user's address, honoured only from a caller authenticated
+    /// with a `relying_party`-scoped API token (ignored from anyone else).
     pub ip: Option<String>,
+    /// The inventory device the end user signs in on. Counts only from a
+    /// `relying_party`-scoped token (which vouches for it); from anyone
+    /// else it is treated as no device.
     pub device_id: Option<String>,
 }
 
@@ -299,6 +303,10 @@ pub struct SessionView {
 #[serde(deny_unknown_fields)]
 pub struct ApiTokenRequest {
     pub name: String,
+    /// admin (the default), mdm (device compliance updates only) or
+    /// relying_party (an application signing its users in: may pass the end
+    /// user's `context.ip` and vouch for `context.device_id`).
+    pub scopes: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -715,17 +723,15 @@ fn context(
     application: Option<String>,
     body: Option<SignInContextBody>,
 ) -> SignInContext {
-    let body = body.unwrap_or_default();
-    // Only a relying party that authenticated itself may speak for the end
-    // user's address; anyone else is throttled by their own.
-    let relayed = matches!(caller, Some(Principal::ApiToken(_)))
-        .then_some(body.ip)
-        .flatten();
-    SignInContext {
-        application,
-        source_ip: relayed.or(peer),
-        device_id: body.device_id,
-        continues_to: None,
+    SignInContext::from_request(caller.as_ref(), peer, application, body.unwrap_or_default().into())
+}
+
+impl From<SignInContextBody> for ClaimedContext {
+    fn from(b: SignInContextBody) -> Self {
+        ClaimedContext {
+            ip: b.ip,
+            device_id: b.device_id,
+        }
     }
 }
 
@@ -821,7 +827,7 @@ async fn delete_session(State(app): State<AppState>, Auth(p): Auth) -> ApiResult
 
 // ---- API tokens ----------------------------------------------------------
 
-/// Create an admin-scoped API token for automation (admin).
+/// Create an API token for automation (admin): admin-scoped unless `scopes` says otherwise.
 #[utoipa::path(post, path = "/api/v1/api-tokens", tag = "admin", request_body = ApiTokenRequest,
     responses((status = 201, body = ApiTokenResponse), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 async fn create_api_token(
@@ -829,7 +835,13 @@ async fn create_api_token(
     Auth(p): Auth,
     ApiJson(req): ApiJson<ApiTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<ApiTokenResponse>)> {
-    let (rec, token) = app.create_api_token(&p, &req.name).await?;
+    let (rec, token) = match &req.scopes {
+        Some(scopes) => {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            app.create_scoped_api_token(&p, &req.name, &scopes).await?
+        }
+        None => app.create_api_token(&p, &req.name).await?,
+    };
     Ok((
         StatusCode::CREATED,
         Json(ApiTokenResponse {

@@ -128,18 +128,13 @@ fn public_key_of<T: Serialize>(options: &T) -> serde_json::Value {
 }
 
 fn context(caller: &Option<Principal>, peer: Option<String>, body: PasskeyStartRequest) -> SignInContext {
-    // As for POST /signin: only an authenticated relying party may relay the
-    // end user's address.
-    let ctx = body.context.unwrap_or_default();
-    let relayed = matches!(caller, Some(Principal::ApiToken(_)))
-        .then_some(ctx.ip)
-        .flatten();
-    SignInContext {
-        application: body.application,
-        source_ip: relayed.or(peer),
-        device_id: ctx.device_id,
-        continues_to: None,
-    }
+    // As for POST /signin.
+    SignInContext::from_request(
+        caller.as_ref(),
+        peer,
+        body.application,
+        body.context.unwrap_or_default().into(),
+    )
 }
 
 /// Start registering a security key or passkey (the user with a fresh strong sign-in, or an admin).

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::errors;
 use super::layout::{csrf_field, notice_error, notice_ok, role_help, role_name, tag, Section};
 use super::{when, Ctx};
-use latchkey_service::app::App;
+use latchkey_service::app::{App, API_SCOPES, API_SCOPE_ADMIN};
 use latchkey_service::ServiceError;
 
 pub fn routes() -> Router<Arc<App>> {
@@ -353,14 +353,20 @@ async fn render_tokens(ctx: Ctx, created: Option<(&str, &str)>, error: Option<&s
             }
         }
         (notice_error(error))
-        p.lead { "API tokens let automation call the JSON API with admin rights. A token you create here is yours: it acts for you and never counts as a second approver to your own requests. Keep them in a secret store; revoke any you no longer need." }
+        p.lead { "API tokens let automation call the JSON API with the rights of their scope. A token you create here is yours: it acts for you and never counts as a second approver to your own requests. Keep them in a secret store; revoke any you no longer need." }
+        ul.muted {
+            li { strong { "admin" } ": everything an administrator can do." }
+            li { strong { "mdm" } ": only device compliance updates, for an MDM integration." }
+            li { strong { "relying_party" } ": for an application that signs its users in through the API; only its word on the end user's address and device counts." }
+        }
         div.table-wrap { table {
             caption.visually-hidden { "API tokens" }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "Owner" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Scopes" } th scope="col" { "Created" } th scope="col" { "By" } th scope="col" { "Owner" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } } } }
             tbody {
-                @if list.is_empty() { tr { td colspan="6" { span.muted { "No tokens yet." } } } }
+                @if list.is_empty() { tr { td colspan="7" { span.muted { "No tokens yet." } } } }
                 @for (t, created, revoked) in &list { tr {
                     td { (t.name) }
+                    td { (t.scopes.join(", ")) }
                     td { (when(*created)) }
                     td { (t.created_by) }
                     td { @if let Some(o) = &t.owner { (o) } @else { span.muted { "none (approves nothing)" } } }
@@ -379,6 +385,10 @@ async fn render_tokens(ctx: Ctx, created: Option<(&str, &str)>, error: Option<&s
             h2 { "Create a token" }
             label for="token-name" { "Name" }
             input #token-name type="text" name="name" required maxlength="100" placeholder="e.g. provisioning";
+            label for="token-scope" { "Scope" }
+            select #token-scope name="scope" {
+                @for s in API_SCOPES { option value=(s) { (s) } }
+            }
             button.primary type="submit" { "Create token" }
         }
     };
@@ -388,6 +398,8 @@ async fn render_tokens(ctx: Ctx, created: Option<(&str, &str)>, error: Option<&s
 #[derive(Deserialize)]
 struct TokenForm {
     name: String,
+    /// One of the API scopes; admin when absent.
+    scope: Option<String>,
 }
 
 async fn create_token(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<TokenForm>) -> Response {
@@ -395,7 +407,8 @@ async fn create_token(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Token
         Ok(v) => v,
         Err(r) => return r,
     };
-    match app.create_api_token(&p, &f.name).await {
+    let scope = f.scope.as_deref().unwrap_or(API_SCOPE_ADMIN);
+    match app.create_scoped_api_token(&p, &f.name, &[scope]).await {
         Ok((rec, token)) => render_tokens(ctx, Some((&rec.name, &token)), None, StatusCode::CREATED).await,
         Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_))) {
             Some(r) => render_tokens(ctx, None, Some(&r.message), r.status).await,

@@ -90,8 +90,8 @@ pub(super) fn web_context(ctx: &Ctx, t: &Target) -> SignInContext {
     SignInContext {
         application: Some("web".into()),
         source_ip: ctx.peer.clone(),
-        device_id: None,
         continues_to: continues_to(&t.next),
+        ..Default::default()
     }
 }
 

@@ -366,6 +366,49 @@ impl Harness {
         r.json["session_token"].as_str().unwrap().to_owned()
     }
 
+    /// Password + TOTP from `peer` (a step on from the last code); returns
+    /// the verify response, or the password step's if that failed.
+    pub async fn signin_mfa_from(&self, peer: [u8; 4], user: &str, secret: &[u8]) -> Resp {
+        self.advance(30);
+        let r = self
+            .call_from(
+                peer,
+                Method::POST,
+                "/api/v1/signin",
+                None,
+                Some(json!({ "username": user, "password": PASSWORD })),
+            )
+            .await;
+        if r.status != StatusCode::OK {
+            return r;
+        }
+        let flow = r.json["flow_id"].as_str().unwrap().to_owned();
+        self.call_from(
+            peer,
+            Method::POST,
+            &format!("/api/v1/signin/{flow}/verify"),
+            None,
+            Some(json!({ "method": "totp", "code": self.code(secret) })),
+        )
+        .await
+    }
+
+    /// An enabled policy: `user` signs in only from a compliant device.
+    pub async fn require_compliant_device(&self, user: &str) {
+        let policy = json!({
+            "id": "compliant-only", "name": "compliant-only", "state": "enabled",
+            "assignments": { "users": { "include": [user] }, "applications": { "include": ["*"] } },
+            "grant": ["require_compliant_device"]
+        });
+        self.post(
+            "/api/v1/policies",
+            Some(&self.admin),
+            json!({ "policy": policy, "force": true }),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+
     pub async fn issue_tap(&self, token: &str, username: &str, extra: Value) -> Resp {
         let mut body = json!({
             "lifetime_minutes": 60,

@@ -116,8 +116,8 @@ impl Env {
         let ctx = SignInContext {
             application: application.map(str::to_owned),
             source_ip: Some("127.0.0.1".into()),
-            device_id: None,
             continues_to: None,
+            ..Default::default()
         };
         let code = self.fresh_code(u);
         let f = self
