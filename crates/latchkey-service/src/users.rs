@@ -131,8 +131,16 @@ impl App {
         let now = self.now();
         let mut tx = self.store.write().await?;
         tx.set_password_hash(&user.id, &phc, now).await?;
+        let (sessions, grants) = self
+            .end_sessions_for_credential_change(&mut tx, p, &user, "password_changed", now)
+            .await?;
         tx.audit(
-            &AuditEntry::new(p.actor(), "password.set", format!("user:{}", user.username), json!({})),
+            &AuditEntry::new(
+                p.actor(),
+                "password.set",
+                format!("user:{}", user.username),
+                json!({ "sessions_ended": sessions, "oidc_grants_revoked": grants }),
+            ),
             self.clock.now_ms(),
         )
         .await?;
