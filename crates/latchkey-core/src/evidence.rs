@@ -188,6 +188,24 @@ pub struct AuditChainStatus {
     pub first_broken: Option<String>,
 }
 
+/// An account that left `active` (disabled or deleted) in the period, from
+/// the lifecycle history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaverRow {
+    pub username: String,
+    pub display_name: String,
+    /// disabled or deleted
+    pub state: String,
+    pub reason: Option<String>,
+    pub actor: String,
+    /// Where the change came from: `local` (an administrator) or a directory.
+    pub source: String,
+    /// When the source changed (a local change: when it was requested).
+    pub source_changed_at: i64,
+    /// When Latchkey revoked the account's access.
+    pub revoked_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EvidenceInput {
     pub users: Vec<UserRow>,
@@ -199,6 +217,7 @@ pub struct EvidenceInput {
     pub signins: Vec<SignInGroup>,
     pub alerts: Vec<AlertGroup>,
     pub audit: AuditChainStatus,
+    pub leavers: Vec<LeaverRow>,
 }
 
 // ---- output ------------------------------------------------------------------
@@ -219,7 +238,26 @@ pub struct EvidenceReport {
     pub enforcement: Enforcement,
     pub detections: Detections,
     pub audit_chain: AuditChainStatus,
+    #[serde(default)]
+    pub leavers: Vec<Leaver>,
+    #[serde(default)]
+    pub without_backup: Vec<NoBackupUser>,
 }
+
+/// A leaver of the period and how long their access outlived the change at
+/// its source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leaver {
+    #[serde(flatten)]
+    pub leaver: LeaverRow,
+    /// Seconds from the source's change to Latchkey's revocation.
+    pub revocation_secs: Option<i64>,
+}
+
+/// An active user with no backup: at most one second-factor method and no
+/// recovery codes (the field guide asks for backups registered in advance).
+/// The same facts as an SMS-only user: who, where, which method kinds.
+pub type NoBackupUser = SmsOnlyUser;
 
 /// The key figures, first page of every rendering.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +280,13 @@ pub struct Summary {
     pub detections_open: i64,
     pub audit_chain_ok: bool,
     pub audit_head_hash: String,
+    #[serde(default)]
+    pub leavers: i64,
+    /// The longest time from a leaver's change at its source to revocation.
+    #[serde(default)]
+    pub leavers_longest_revocation_secs: Option<i64>,
+    #[serde(default)]
+    pub users_without_backup: i64,
 }
 
 /// Coverage of one population: "all users" first, then each department.
@@ -557,19 +602,20 @@ impl EvidenceReport {
             })
             .collect();
 
+        let with_methods = |u: &UserRow| SmsOnlyUser {
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            department: u.department.clone(),
+            kinds: kinds(&u.username).into_iter().map(str::to_owned).collect(),
+            privileged: privileged(u),
+        };
         let sms_only: Vec<SmsOnlyUser> = users
             .iter()
             .filter(|u| {
                 let k = kinds(&u.username);
                 !k.is_empty() && k.iter().all(|k| TELEPHONY.contains(k))
             })
-            .map(|u| SmsOnlyUser {
-                username: u.username.clone(),
-                display_name: u.display_name.clone(),
-                department: u.department.clone(),
-                kinds: kinds(&u.username).into_iter().map(str::to_owned).collect(),
-                privileged: privileged(u),
-            })
+            .map(|u| with_methods(u))
             .collect();
 
         let mut exceptions: Vec<ActiveException> = input
@@ -605,6 +651,37 @@ impl EvidenceReport {
         let enforcement = enforcement(&input.signins);
         let detections = detections(&input.alerts);
 
+        let mut leavers: Vec<Leaver> = input
+            .leavers
+            .iter()
+            .map(|l| Leaver {
+                leaver: l.clone(),
+                revocation_secs: l.revoked_at.map(|r| (r - l.source_changed_at).max(0)),
+            })
+            .collect();
+        leavers.sort_by(|a, b| {
+            (a.leaver.source_changed_at, &a.leaver.username).cmp(&(b.leaver.source_changed_at, &b.leaver.username))
+        });
+
+        // Backups: a second second-factor method, or recovery codes.
+        let mut factor_methods: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut has_codes: BTreeSet<&str> = BTreeSet::new();
+        for m in input.methods.iter().filter(|m| m.active) {
+            if is_mfa_kind(&m.kind) {
+                *factor_methods.entry(&m.username).or_default() += 1;
+            } else if m.kind == "recovery_codes" {
+                has_codes.insert(&m.username);
+            }
+        }
+        let without_backup: Vec<NoBackupUser> = users
+            .iter()
+            .filter(|u| {
+                factor_methods.get(u.username.as_str()).copied().unwrap_or(0) < 2
+                    && !has_codes.contains(u.username.as_str())
+            })
+            .map(|u| with_methods(u))
+            .collect();
+
         let pr_privileged = privileged_accounts.iter().filter(|p| p.phishing_resistant).count() as i64;
         let summary = Summary {
             users: coverage[0].users,
@@ -629,6 +706,9 @@ impl EvidenceReport {
             detections_open: detections.open,
             audit_chain_ok: input.audit.ok,
             audit_head_hash: input.audit.head_hash.clone(),
+            leavers: leavers.len() as i64,
+            leavers_longest_revocation_secs: leavers.iter().filter_map(|l| l.revocation_secs).max(),
+            users_without_backup: without_backup.len() as i64,
         };
         EvidenceReport {
             generated_at: now,
@@ -645,6 +725,8 @@ impl EvidenceReport {
             enforcement,
             detections,
             audit_chain: input.audit.clone(),
+            leavers,
+            without_backup,
         }
     }
 }
@@ -911,7 +993,62 @@ mod tests {
                 head_hash: "ab".repeat(32),
                 first_broken: None,
             },
+            leavers: vec![],
         }
+    }
+
+    #[test]
+    fn leavers_are_timed_and_users_without_backup_listed() {
+        let user = |name: &str, active: bool| UserRow {
+            username: name.into(),
+            display_name: name.to_uppercase(),
+            active,
+            ..Default::default()
+        };
+        let method = |id: &str, user: &str, kind: &str| MethodRow {
+            id: id.into(),
+            username: user.into(),
+            kind: kind.into(),
+            active: true,
+            ..Default::default()
+        };
+        let input = EvidenceInput {
+            users: vec![
+                user("codes", true),
+                user("gone", false),
+                user("none", true),
+                user("one", true),
+                user("two", true),
+            ],
+            methods: vec![
+                method("a", "one", "totp"),
+                method("b", "two", "totp"),
+                method("c", "two", "webauthn"),
+                method("d", "codes", "sms"),
+                method("e", "codes", "recovery_codes"),
+                method("f", "gone", "totp"),
+            ],
+            leavers: vec![LeaverRow {
+                username: "gone".into(),
+                display_name: "GONE".into(),
+                state: "disabled".into(),
+                actor: "user:boss".into(),
+                source: "directory".into(),
+                source_changed_at: 1_000,
+                revoked_at: Some(1_090),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let r = EvidenceReport::build(&input, Period::new(0, 86_400).unwrap(), 86_400);
+        // The leaver is out of coverage, and timed.
+        assert_eq!(r.summary.users, 4);
+        assert_eq!(r.leavers.len(), 1);
+        assert_eq!(r.leavers[0].revocation_secs, Some(90));
+        assert_eq!(r.summary.leavers_longest_revocation_secs, Some(90));
+        let names: Vec<&str> = r.without_backup.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(names, ["none", "one"]);
+        assert_eq!(r.summary.users_without_backup, 2);
     }
 
     fn build() -> EvidenceReport {

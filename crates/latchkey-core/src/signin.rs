@@ -87,6 +87,11 @@ pub struct SignInFlow {
     /// `hwk`/`swk`, `user`), merged into [`SignInFlow::amr`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr_detail: Vec<String>,
+    /// The Temporary Access Pass a step proved when that step did not
+    /// complete the flow: it is checked again, and spent, by the step that
+    /// does, so revoking it stops the flow too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_id: Option<String>,
 }
 
 impl SignInFlow {
@@ -99,6 +104,7 @@ impl SignInFlow {
             started_at: now,
             expires_at: now + FLOW_LIFETIME_SECS,
             amr_detail: vec![],
+            pass_id: None,
         }
     }
 

@@ -11,6 +11,7 @@
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::helpdesk::Scenario;
 use crate::secret::{human_code, keyed_hash, normalize_human_code};
 use crate::CoreError;
 
@@ -37,13 +38,23 @@ pub struct IdentityVerification {
     pub note: String,
 }
 
-/// Issuance bounds (configurable; defaults follow the field guide: 1–8 h).
+/// Issuance bounds (configurable; defaults follow the field guide: 1–8 h,
+/// and per runbook scenario 1–4 h for a lost phone, up to 8 h for a new
+/// employee).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TapPolicy {
     pub min_minutes: i64,
     pub max_minutes: i64,
     pub default_minutes: i64,
     pub allow_multi_use: bool,
+    /// Longest pass issued for a lost-phone case.
+    pub lost_phone_max_minutes: i64,
+    /// Longest pass issued for a planned phone change (the user still has
+    /// the old phone; the guide gives no figure, so the lost phone's).
+    pub planned_phone_change_max_minutes: i64,
+    /// Longest pass issued for a new employee's first device.
+    pub new_employee_max_minutes: i64,
 }
 
 impl Default for TapPolicy {
@@ -53,6 +64,9 @@ impl Default for TapPolicy {
             max_minutes: 480,
             default_minutes: 60,
             allow_multi_use: false,
+            lost_phone_max_minutes: 240,
+            planned_phone_change_max_minutes: 240,
+            new_employee_max_minutes: 480,
         }
     }
 }
@@ -64,6 +78,8 @@ pub struct TapRequest {
     pub starts_in_minutes: Option<i64>,
     pub verification: Option<IdentityVerification>,
     pub issuer_is_subject: bool,
+    /// The runbook scenario of the helpdesk case the pass is issued for.
+    pub scenario: Option<Scenario>,
 }
 
 /// What the store should persist for a validated request.
@@ -75,6 +91,35 @@ pub struct TapGrant {
 }
 
 impl TapPolicy {
+    /// The longest pass allowed, for a case of `scenario` or outside any case.
+    pub fn max_for(&self, scenario: Option<Scenario>) -> i64 {
+        let bound = match scenario {
+            None => self.max_minutes,
+            Some(Scenario::LostPhone) => self.lost_phone_max_minutes,
+            Some(Scenario::PlannedPhoneChange) => self.planned_phone_change_max_minutes,
+            Some(Scenario::NewEmployee) => self.new_employee_max_minutes,
+        };
+        bound.min(self.max_minutes)
+    }
+
+    /// Refuse a configuration no pass could satisfy.
+    pub fn check(&self) -> Result<(), CoreError> {
+        let scenarios = [Scenario::LostPhone, Scenario::PlannedPhoneChange, Scenario::NewEmployee];
+        if self.min_minutes < 1 || self.max_minutes < self.min_minutes {
+            return Err(CoreError::InvalidInput(
+                "pass lifetimes: the minimum must be at least 1 and at most the maximum".into(),
+            ));
+        }
+        if let Some(s) = scenarios.iter().find(|s| self.max_for(Some(**s)) < self.min_minutes) {
+            return Err(CoreError::InvalidInput(format!(
+                "pass lifetimes: the {} maximum is below the minimum of {} minutes",
+                s.as_str(),
+                self.min_minutes
+            )));
+        }
+        Ok(())
+    }
+
     /// Validate an issuance request at time `now` (unix seconds).
     pub fn validate(&self, req: &TapRequest, now: i64) -> Result<TapGrant, CoreError> {
         if req.issuer_is_subject {
@@ -97,12 +142,18 @@ impl TapPolicy {
                 "the identity verification needs a note (who verified what)".into(),
             ));
         }
-        let minutes = req.lifetime_minutes.unwrap_or(self.default_minutes);
-        if minutes < self.min_minutes || minutes > self.max_minutes {
-            return Err(CoreError::InvalidInput(format!(
-                "lifetime_minutes must be between {} and {}",
-                self.min_minutes, self.max_minutes
-            )));
+        let max = self.max_for(req.scenario);
+        let minutes = req.lifetime_minutes.unwrap_or(self.default_minutes.min(max));
+        if minutes < self.min_minutes || minutes > max {
+            return Err(CoreError::InvalidInput(match req.scenario {
+                Some(s) if max < self.max_minutes => format!(
+                    "lifetime_minutes must be between {} and {} for a {} case (the runbook's bound)",
+                    self.min_minutes,
+                    max,
+                    s.as_str().replace('_', "-")
+                ),
+                _ => format!("lifetime_minutes must be between {} and {}", self.min_minutes, max),
+            }));
         }
         if !req.single_use && !self.allow_multi_use {
             return Err(CoreError::Forbidden(
@@ -280,7 +331,35 @@ mod tests {
                 note: "called back +1 555 0100".into(),
             }),
             issuer_is_subject: false,
+            scenario: None,
         }
+    }
+
+    #[test]
+    fn scenario_bounds_the_lifetime() {
+        let p = TapPolicy::default();
+        let mut r = req();
+        r.scenario = Some(Scenario::LostPhone);
+        r.lifetime_minutes = Some(240);
+        assert!(p.validate(&r, 0).is_ok());
+        r.lifetime_minutes = Some(241);
+        let e = p.validate(&r, 0).unwrap_err().to_string();
+        assert!(e.contains("lost-phone") && e.contains("240"), "{e}");
+        r.scenario = Some(Scenario::NewEmployee);
+        r.lifetime_minutes = Some(480);
+        assert!(p.validate(&r, 0).is_ok());
+        r.lifetime_minutes = Some(481);
+        assert!(p.validate(&r, 0).is_err());
+        // A scenario bound never exceeds the global one.
+        let tight = TapPolicy { max_minutes: 120, ..p };
+        assert_eq!(tight.max_for(Some(Scenario::NewEmployee)), 120);
+        assert!(TapPolicy {
+            lost_phone_max_minutes: 30,
+            ..p
+        }
+        .check()
+        .is_err());
+        assert!(p.check().is_ok());
     }
 
     #[test]

@@ -695,13 +695,16 @@ async fn exact_figures(e: Env) {
         "hardware token on order",
         "OVERDUE",
         "30.0%",
+        "Active users without a backup method",
+        "Leavers in the period",
         head.as_str(),
     ] {
         assert!(pdf.contains(needle), "PDF lacks {needle}");
     }
 }
 
-const EXPECTED_PAGES: usize = 4;
+// Summary, coverage and people lists (backups and leavers included), activity, audit.
+const EXPECTED_PAGES: usize = 6;
 
 #[tokio::test]
 async fn bad_input_is_refused_with_a_problem_document() {

@@ -4,26 +4,12 @@
 //! holds the username, and the last administrator stays. Runs on SQLite and
 //! (with `LATCHKEY_TEST_POSTGRES_URL`) PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{Harness, PASSWORD};
 use serde_json::json;
-
-macro_rules! backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test]
-        async fn $sqlite() {
-            $case(Harness::sqlite().await).await;
-        }
-
-        #[tokio::test]
-        async fn $postgres() {
-            let Some(h) = Harness::postgres(stringify!($postgres)).await else { return };
-            $case(h).await;
-        }
-    )*};
-}
 
 backends! {
     case_disabling_revokes_every_way_in => sqlite_disabling_revokes_every_way_in, postgres_disabling_revokes_every_way_in;

@@ -718,3 +718,77 @@ async fn a_disabled_users_refresh_token_and_session_stop_within_the_request() {
         "sent to sign in, not back with a code: {loc}"
     );
 }
+
+/// PUT a password for `user` with a bearer token; the status.
+async fn put_password(env: &Env, user: &str, bearer: &str) -> u16 {
+    let (s, _, b) = env
+        .send(
+            Request::put(format!("/api/v1/users/{user}/password"))
+                .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({ "password": "a brand new long passphrase" }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert!(s < 500, "{}", String::from_utf8_lossy(&b));
+    s
+}
+
+#[tokio::test]
+async fn an_administrators_password_reset_ends_the_users_sessions_and_refresh_tokens() {
+    let env = Env::new().await;
+    let leo = env.user("leo").await;
+    let c = register(&env, "confidential").await;
+    let session = env.session(&leo, None).await;
+    let code = code_for(&env, &c, &session).await;
+    let (s, t1) = exchange(&env, &c, &code).await;
+    assert_eq!(s, 200, "{t1}");
+    let rt = t1["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(put_password(&env, "leo", &env.admin).await, 204);
+    let (s, e) = token(&env, &c, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+    let (s, loc, _) = get_with_cookie(&env, &authorize_query(&c, &[]), Some(&session)).await;
+    assert_eq!(s, 302);
+    assert!(loc.starts_with("/signin"), "sent to sign in again: {loc}");
+}
+
+#[tokio::test]
+async fn removing_ones_own_method_ends_the_other_sessions_and_their_grants() {
+    let env = Env::new().await;
+    let leo = env.user("leo").await;
+    let (codes_id, _) = env
+        .app
+        .regenerate_recovery_codes(&Principal::Operator, "leo")
+        .await
+        .unwrap();
+    let c = register(&env, "confidential").await;
+    let other = env.session(&leo, None).await;
+    let here = env.session(&leo, None).await;
+    let (_, t_other) = exchange(&env, &c, &code_for(&env, &c, &other).await).await;
+    let (_, t_here) = exchange(&env, &c, &code_for(&env, &c, &here).await).await;
+    let (s, _, b) = env
+        .send(
+            Request::delete(format!("/api/v1/users/leo/methods/{codes_id}"))
+                .header(header::AUTHORIZATION, format!("Bearer {here}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, 204, "{}", String::from_utf8_lossy(&b));
+    // The other session and the grant made from it are over...
+    let rt = t_other["refresh_token"].as_str().unwrap();
+    let (s, e) = token(&env, &c, &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+    let (s, loc, _) = get_with_cookie(&env, &authorize_query(&c, &[]), Some(&other)).await;
+    assert_eq!(s, 302);
+    assert!(loc.starts_with("/signin"), "{loc}");
+    // ...the one the change was made in, and its grant, carry on.
+    let rt = t_here["refresh_token"].as_str().unwrap();
+    let (s, t) = token(&env, &c, &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+    assert_eq!(s, 200, "{t}");
+    let (s, loc, _) = get_with_cookie(&env, &authorize_query(&c, &[]), Some(&here)).await;
+    assert_eq!(s, 302);
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+}

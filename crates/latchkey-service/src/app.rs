@@ -304,6 +304,15 @@ pub struct IssuedTap {
     pub single_use: bool,
 }
 
+/// What revoking a pass did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TapRevocation {
+    pub tap_id: String,
+    pub revoked_at: i64,
+    /// Sessions opened with a pass that ended with it.
+    pub sessions_ended: u64,
+}
+
 /// A pass, or a request waiting for a second approver.
 pub enum TapOutcome {
     Issued(IssuedTap),

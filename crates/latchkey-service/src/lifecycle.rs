@@ -84,6 +84,20 @@ impl App {
         } else {
             RevokedAccess::default()
         };
+        // A local change: its source is the administrator's request, made
+        // now. A directory sync would pass the directory's own time.
+        tx.record_state_change(
+            &user.id,
+            from,
+            to,
+            reason.as_deref(),
+            &p.actor(),
+            "local",
+            now,
+            revokes_access.then_some(now),
+            now,
+        )
+        .await?;
         let methods_removed = if removes_secrets {
             tx.remove_user_secrets(&user.id, now).await?
         } else {
@@ -122,6 +136,26 @@ impl App {
             .ok_or_else(|| ServiceError::NotFound(format!("user '{name}'")))?;
         tracing::info!(user = %user.username, to = to.as_str(), "account state changed");
         Ok((after, revoked))
+    }
+
+    /// After a credential change to `user` (password set, method removed),
+    /// inside its transaction: end the user's web sessions and OpenID Connect
+    /// grants. Someone else's change (an administrator's, the helpdesk's)
+    /// ends them all; a user changing their own keeps the session they made
+    /// the change in, and the grants made from it. Returns (sessions, grants).
+    pub(crate) async fn end_sessions_for_credential_change(
+        &self,
+        tx: &mut latchkey_store::WriteTx,
+        p: &Principal,
+        user: &UserRecord,
+        reason: &str,
+        now: i64,
+    ) -> ServiceResult<(u64, u64)> {
+        let keep = match p {
+            Principal::Session { session, user: me } if me.id == user.id => Some(session.id.as_str()),
+            _ => None,
+        };
+        Ok(tx.end_user_sessions_except(&user.id, keep, reason, now).await?)
     }
 
     /// Housekeeping: release the usernames of accounts deleted longer ago

@@ -260,12 +260,15 @@ impl App {
             self.consume_change(&mut tx, req, Some(id)).await?;
         }
         tx.delete_method(&user.id, id).await?;
+        let (sessions, grants) = self
+            .end_sessions_for_credential_change(&mut tx, p, &user, "method_removed", now)
+            .await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
                 "method.remove",
                 format!("user:{}", user.username),
-                json!({ "method_id": m.id, "kind": m.kind, "label": m.label }),
+                json!({ "method_id": m.id, "kind": m.kind, "label": m.label, "sessions_ended": sessions, "oidc_grants_revoked": grants }),
             ),
             self.clock.now_ms(),
         )

@@ -364,6 +364,8 @@ impl App {
                 starts_in_minutes: Some(req.starts_in_minutes),
                 verification: verification.clone(),
                 issuer_is_subject: p.acts_for(&user),
+                // Bounded when requested (a case's request was checked then).
+                scenario: None,
             },
             now,
         )?;
@@ -736,6 +738,7 @@ impl App {
                         starts_in_minutes: None,
                         verification: verification.clone(),
                         issuer_is_subject: p.acts_for(&user),
+                        scenario: Some(case.scenario),
                     },
                     now,
                 )?;
@@ -747,13 +750,14 @@ impl App {
                     let Some(req_id) = input.tap_request_id.as_deref() else {
                         drop(tx);
                         let outcome = self
-                            .issue_tap(
+                            .issue_tap_for(
                                 p,
                                 &user.username,
                                 input.lifetime_minutes,
                                 single_use,
                                 None,
                                 verification,
+                                Some(case.scenario),
                             )
                             .await?;
                         let request_id = match outcome {
@@ -874,6 +878,23 @@ impl App {
                     .filter(|m| m.kind != latchkey_core::MethodKind::RecoveryCodes)
                     .map(|m| &m.id)
                     .collect();
+                if !input.remove_method_ids.is_empty() {
+                    // Methods removed by the helpdesk: the user's sessions and
+                    // grants end with them (a lost device's already did).
+                    let (sessions, grants) = self
+                        .end_sessions_for_credential_change(&mut tx, p, &user, "method_removed", now)
+                        .await?;
+                    tx.audit(
+                        &AuditEntry::new(
+                            &actor,
+                            "session.end_all",
+                            format!("user:{}", user.username),
+                            json!({ "reason": "method_removed", "case_id": id, "sessions_ended": sessions, "oidc_grants_revoked": grants }),
+                        ),
+                        self.clock.now_ms(),
+                    )
+                    .await?;
+                }
                 if removed.is_empty() && !stale.is_empty() {
                     return Err(ServiceError::InvalidState(format!(
                         "methods registered before the case are still active ({}); remove the old device's methods, mark the device lost, or skip this step with a reason",
@@ -941,15 +962,36 @@ impl App {
     pub async fn case_cancel(&self, p: &Principal, id: &str, reason: &str) -> ServiceResult<CaseView> {
         require_helpdesk(p)?;
         let (rec, case, user) = self.load_case(id).await?;
+        // The pass issued for the case dies with it (if it can still be used).
+        let pass = match case.evidence(CaseStep::IssueTap).and_then(|e| e["tap_id"].as_str()) {
+            Some(tap_id) => self
+                .store
+                .tap(&user.id, tap_id)
+                .await?
+                .filter(|t| t.revoked_at.is_none() && t.expires_at > self.now()),
+            None => None,
+        };
         let next = case.cancel(reason, self.now())?;
         let mut tx = self.store.write().await?;
+        let revoked_pass = match &pass {
+            Some(t) => {
+                let why = format!("helpdesk case cancelled: {}", reason.trim());
+                let why: String = why.chars().take(500).collect();
+                Some(
+                    self.revoke_tap_in(&mut tx, &p.actor(), &user, t, Some(&why), Some(id))
+                        .await?
+                        .tap_id,
+                )
+            }
+            None => None,
+        };
         self.save_case(
             &mut tx,
             p,
             &rec,
             &user,
             &next,
-            json!({ "outcome": "cancelled", "reason": reason.trim() }),
+            json!({ "outcome": "cancelled", "reason": reason.trim(), "revoked_tap_id": revoked_pass }),
         )
         .await?;
         tx.commit().await?;

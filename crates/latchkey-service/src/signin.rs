@@ -618,6 +618,18 @@ impl App {
         let keys = self.throttle_keys(&username, loaded.familiarity, &ctx);
         let mut user = loaded.user.clone().filter(|u| u.state == UserState::Active);
         let c = self.policies_now().await?;
+        // A pass an earlier step proved must still be good: revoking it
+        // ends the sign-in it started.
+        let flow_pass = match self.flow_pass(user.as_ref(), loaded.flow.pass_id.as_deref()).await {
+            Ok(t) => t,
+            Err(e) => {
+                let mut tx = self.store.bookkeeping().await?;
+                // Another request may have moved the flow meanwhile; it meets the same check.
+                let _ = self.swap_flow(&mut tx, &loaded, None).await;
+                let user_id = loaded.rec.user_id.clone();
+                return self.fail_step(tx, &c, &username, user_id, &ctx, method, e).await;
+            }
+        };
 
         // Proofs checked before the step transaction: counted first.
         let mut counted: Option<Vec<ThrottleRow>> = None;
@@ -777,6 +789,10 @@ impl App {
             session_expires_at: None,
             registration_campaigns: vec![],
         };
+        let mut next = next;
+        if let (Some(t), false) = (&tap_used, matches!(next.state, SignInState::Complete { .. })) {
+            next.pass_id = Some(t.id.clone());
+        }
         let SignInState::Complete { acr } = next.state else {
             let mut tx = self.unspend_pass(tx, tap_used.is_some()).await?;
             self.swap_flow(&mut tx, &loaded, Some(&next)).await?;
@@ -784,6 +800,14 @@ impl App {
             return Ok(outcome);
         };
         outcome.registration_campaigns = nudges;
+        if let (None, Some(t)) = (&tap_used, flow_pass) {
+            // The step that completes the flow spends the pass an earlier
+            // step proved (and fails if it was revoked meanwhile).
+            if !tx.use_tap(&t.id, now).await? {
+                return Err(ServiceError::InvalidPass);
+            }
+            tap_used = Some(t);
+        }
         self.swap_flow(&mut tx, &loaded, None).await?;
         let (token, session) = self
             .open_session_in(&mut tx, &user, &next, acr, tap_used.as_ref(), &ctx, Some(&decision))

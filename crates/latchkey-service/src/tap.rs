@@ -1,11 +1,13 @@
 //! Temporary Access Passes: issuing (with identity verification), listing
-//! the live ones, and the first administrator's bootstrap pass. The pass's
-//! own rules (lifetimes, single use, when it is usable) are
-//! `latchkey_core::tap`'s.
+//! the live ones, revoking one, checking a pass a sign-in flow carries, and
+//! the first administrator's bootstrap pass. The pass's own rules
+//! (lifetimes, single use, when it is usable) are `latchkey_core::tap`'s.
 
+use latchkey_core::account;
+use latchkey_core::helpdesk::Scenario;
 use latchkey_core::tap::{self, ChangeKind, IdentityVerification, TapRequest, TapState, VerificationMethod};
 use latchkey_core::Role;
-use latchkey_store::{new_id, AuditEntry, NewChangeRequest, NewUser, UserRecord};
+use latchkey_store::{new_id, AuditEntry, NewChangeRequest, NewUser, TapRecord, UserRecord, WriteTx};
 use rand::rngs::OsRng;
 use serde_json::json;
 
@@ -20,7 +22,7 @@ impl App {
     /// Passes of `user` that can still be used, or will be after a delayed
     /// start: the helpdesk must see a pass it forgot about. The caller has
     /// read the user through [`App::methods`] or [`App::get_user`].
-    pub async fn live_passes(&self, user: &UserRecord) -> ServiceResult<Vec<latchkey_store::TapRecord>> {
+    pub async fn live_passes(&self, user: &UserRecord) -> ServiceResult<Vec<TapRecord>> {
         let now = self.now();
         Ok(self
             .store
@@ -36,6 +38,18 @@ impl App {
             .collect())
     }
 
+    /// The live passes of `username` (helpdesk, admin): what an agent may revoke.
+    pub async fn passes(&self, p: &Principal, username: &str) -> ServiceResult<(UserRecord, Vec<TapRecord>)> {
+        if !p.has_role(Role::Helpdesk) {
+            return Err(ServiceError::Forbidden(
+                "listing Temporary Access Passes needs the helpdesk or admin role".into(),
+            ));
+        }
+        let user = self.user(username).await?;
+        let live = self.live_passes(&user).await?;
+        Ok((user, live))
+    }
+
     /// Issue a pass after a recorded identity verification. For a privileged
     /// user the pass does not exist yet: a request waits for a second person
     /// (see `approve_change_request`).
@@ -47,6 +61,31 @@ impl App {
         single_use: bool,
         starts_in_minutes: Option<i64>,
         verification: Option<IdentityVerification>,
+    ) -> ServiceResult<TapOutcome> {
+        self.issue_tap_for(
+            p,
+            username,
+            lifetime_minutes,
+            single_use,
+            starts_in_minutes,
+            verification,
+            None,
+        )
+        .await
+    }
+
+    /// [`App::issue_tap`] for a helpdesk case of `scenario`, whose runbook
+    /// bounds the pass's lifetime.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn issue_tap_for(
+        &self,
+        p: &Principal,
+        username: &str,
+        lifetime_minutes: Option<i64>,
+        single_use: bool,
+        starts_in_minutes: Option<i64>,
+        verification: Option<IdentityVerification>,
+        scenario: Option<Scenario>,
     ) -> ServiceResult<TapOutcome> {
         if !p.has_role(Role::Helpdesk) {
             return Err(ServiceError::Forbidden(
@@ -69,6 +108,7 @@ impl App {
             verification: verification.clone(),
             // One person's sessions and tokens are all that person.
             issuer_is_subject: p.acts_for(&user),
+            scenario,
         };
         let grant = self.config.tap.validate(&request, now)?;
         let verification = serde_json::to_value(&verification).expect("verification serialises");
@@ -110,6 +150,104 @@ impl App {
             .await?;
         tx.commit().await?;
         Ok(TapOutcome::Issued(issued))
+    }
+
+    /// Revoke a pass (helpdesk, admin): it signs nobody in from now on, not
+    /// even a sign-in that already proved it, and the sessions opened with a
+    /// pass end with it. A pass already used once may still have opened a
+    /// session, so it can be revoked until it expires.
+    pub async fn revoke_tap(
+        &self,
+        p: &Principal,
+        username: &str,
+        tap_id: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<TapRevocation> {
+        if !p.has_role(Role::Helpdesk) {
+            return Err(ServiceError::Forbidden(
+                "revoking a Temporary Access Pass needs the helpdesk or admin role".into(),
+            ));
+        }
+        let reason = reason.map(account::check_reason).transpose()?;
+        let user = self.user(username).await?;
+        let t = self
+            .store
+            .tap(&user.id, tap_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("pass".into()))?;
+        let mut tx = self.store.write().await?;
+        let out = self
+            .revoke_tap_in(&mut tx, &p.actor(), &user, &t, reason.as_deref(), None)
+            .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Revoke pass `t` of `user` inside `tx`, audited (`case_id`: the
+    /// helpdesk case whose cancellation revokes it).
+    pub(crate) async fn revoke_tap_in(
+        &self,
+        tx: &mut WriteTx,
+        actor: &str,
+        user: &UserRecord,
+        t: &TapRecord,
+        reason: Option<&str>,
+        case_id: Option<&str>,
+    ) -> ServiceResult<TapRevocation> {
+        let now = self.now();
+        let tap_id = t.id.as_str();
+        if t.revoked_at.is_some() {
+            return Err(ServiceError::InvalidState("the pass is already revoked".into()));
+        }
+        if now >= t.expires_at {
+            return Err(ServiceError::InvalidState(
+                "the pass has expired; there is nothing left to revoke".into(),
+            ));
+        }
+        if !tx.revoke_tap(&user.id, tap_id, actor, reason, now).await? {
+            return Err(ServiceError::InvalidState("the pass is already revoked".into()));
+        }
+        let sessions_ended = tx.end_pass_sessions(&user.id, now).await?;
+        tx.audit(
+            &AuditEntry::new(
+                actor,
+                "tap.revoke",
+                format!("user:{}", user.username),
+                json!({ "tap_id": tap_id, "reason": reason, "case_id": case_id, "sessions_ended": sessions_ended, "was_used": t.used_at.is_some() }),
+            ),
+            self.clock.now_ms(),
+        )
+        .await?;
+        Ok(TapRevocation {
+            tap_id: tap_id.to_owned(),
+            revoked_at: now,
+            sessions_ended,
+        })
+    }
+
+    /// The pass a sign-in flow proved in an earlier step, if it carries one:
+    /// refused once revoked, spent or expired, so revoking a pass also stops
+    /// a sign-in that already started with it.
+    pub(crate) async fn flow_pass(
+        &self,
+        user: Option<&UserRecord>,
+        pass_id: Option<&str>,
+    ) -> ServiceResult<Option<TapRecord>> {
+        let Some(pass_id) = pass_id else { return Ok(None) };
+        let now = self.now();
+        let t = match user {
+            Some(u) => self.store.tap(&u.id, pass_id).await?,
+            None => None,
+        };
+        match t {
+            Some(t)
+                if t.revoked_at.is_none()
+                    && tap::tap_state(t.starts_at, t.expires_at, t.single_use, t.used_at, now) == TapState::Usable =>
+            {
+                Ok(Some(t))
+            }
+            _ => Err(ServiceError::InvalidPass),
+        }
     }
 
     /// Generate, store (hashed), audit and announce a pass inside `tx`.

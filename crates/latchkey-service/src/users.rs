@@ -177,14 +177,17 @@ impl App {
             self.consume_change(&mut tx, req, None).await?;
         }
         tx.set_password_hash(&user.id, &phc, now).await?;
+        let (sessions, grants) = self
+            .end_sessions_for_credential_change(&mut tx, p, &user, "password_changed", now)
+            .await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
                 "password.set",
                 format!("user:{}", user.username),
                 match &approved {
-                    Some(req) => json!({ "request_id": req.id, "approved_by": req.decided_by }),
-                    None => json!({}),
+                    Some(req) => json!({ "request_id": req.id, "approved_by": req.decided_by, "sessions_ended": sessions, "oidc_grants_revoked": grants }),
+                    None => json!({ "sessions_ended": sessions, "oidc_grants_revoked": grants }),
                 },
             ),
             self.clock.now_ms(),

@@ -64,6 +64,9 @@ pub struct TapRecord {
     pub starts_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    pub issued_by: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,9 @@ fn tap_from_row(r: &sqlx::any::AnyRow) -> Result<TapRecord> {
         starts_at: r.try_get("starts_at")?,
         expires_at: r.try_get("expires_at")?,
         used_at: r.try_get("used_at")?,
+        issued_by: r.try_get("issued_by")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
     })
 }
 
@@ -434,6 +440,16 @@ impl Store {
         row.as_ref().map(tap_from_row).transpose()
     }
 
+    /// One pass of `user_id`, in any state (revoked included).
+    pub async fn tap(&self, user_id: &str, id: &str) -> Result<Option<TapRecord>> {
+        let row = sqlx::query("SELECT * FROM temporary_access_passes WHERE user_id = $1 AND id = $2")
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(tap_from_row).transpose()
+    }
+
     // ---- sign-in log ---------------------------------------------------
 
     pub async fn log_signin(&self, e: &SignInLogEntry) -> Result<()> {
@@ -646,6 +662,61 @@ impl WriteTx {
         .await
         .map_err(|e| StoreError::from_insert(e, "pass"))?;
         Ok(())
+    }
+
+    /// Revoke a pass that is not revoked yet (compare-and-set, so two
+    /// agents revoking at once audit one revocation).
+    pub async fn revoke_tap(
+        &mut self,
+        user_id: &str,
+        id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE temporary_access_passes SET revoked_at = $1, revoked_by = $2, revoked_reason = $3
+             WHERE user_id = $4 AND id = $5 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(reason.map(str::to_owned))
+        .bind(user_id)
+        .bind(id)
+        .execute(self.conn())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// End a user's web sessions that were opened with a pass, and the OpenID
+    /// Connect grants made from them (a revoked pass must not leave a way in).
+    pub async fn end_pass_sessions(&mut self, user_id: &str, now: i64) -> Result<u64> {
+        sqlx::query(
+            "UPDATE oidc_tokens SET expires_at = $1 WHERE expires_at > $1 AND grant_id IN
+               (SELECT g.id FROM oidc_grants g JOIN sessions s ON s.id = g.session_id
+                WHERE g.user_id = $2 AND g.revoked_at IS NULL AND s.revoked_at IS NULL AND s.methods_json LIKE '%temporary_access_pass%')",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.conn())
+        .await?;
+        sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $1, revoked_reason = 'pass_revoked' WHERE user_id = $2 AND revoked_at IS NULL
+               AND session_id IN (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL AND methods_json LIKE '%temporary_access_pass%')",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.conn())
+        .await?;
+        Ok(sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND methods_json LIKE '%temporary_access_pass%'",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.conn())
+        .await?
+        .rows_affected())
     }
 
     /// Spend a pass inside its window. Single-use passes flip `used_at` from

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use latchkey_core::evidence::{
-    AlertGroup, AuditChainStatus, BreakGlassRow, EvidenceInput, ExceptionRow, MethodChange, MethodEvent, MethodRow,
-    Period, PolicyRow, SignInGroup, UserRow,
+    AlertGroup, AuditChainStatus, BreakGlassRow, EvidenceInput, ExceptionRow, LeaverRow, MethodChange, MethodEvent,
+    MethodRow, Period, PolicyRow, SignInGroup, UserRow,
 };
 use latchkey_core::policy::ExceptionSubject;
 use sqlx::Row;
@@ -60,6 +60,7 @@ impl Store {
             policies: self.evidence_policies(period).await?,
             signins: self.signin_groups(period).await?,
             alerts: self.alert_groups(period).await?,
+            leavers: self.evidence_leavers(period).await?,
             audit: {
                 let v = self.verify_audit_chain().await?;
                 AuditChainStatus {
@@ -70,6 +71,35 @@ impl Store {
                 }
             },
         })
+    }
+
+    /// Accounts that left `active` in the period (a later delete of a
+    /// disabled account is not a second leaving).
+    async fn evidence_leavers(&self, period: Period) -> Result<Vec<LeaverRow>> {
+        sqlx::query(
+            "SELECT u.username, u.display_name, c.to_state, c.reason, c.actor, c.source, c.source_changed_at, c.revoked_at
+             FROM account_state_changes c JOIN users u ON u.id = c.user_id
+             WHERE c.from_state = 'active' AND c.to_state <> 'active' AND c.changed_at >= $1 AND c.changed_at <= $2
+             ORDER BY c.source_changed_at, u.username",
+        )
+        .bind(period.from)
+        .bind(period.to)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LeaverRow {
+                username: r.try_get("username")?,
+                display_name: r.try_get("display_name")?,
+                state: r.try_get("to_state")?,
+                reason: r.try_get("reason")?,
+                actor: r.try_get("actor")?,
+                source: r.try_get("source")?,
+                source_changed_at: r.try_get("source_changed_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .collect()
     }
 
     async fn evidence_users(&self) -> Result<Vec<UserRow>> {

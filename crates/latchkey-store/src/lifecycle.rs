@@ -60,6 +60,42 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Record an account state change in the history the evidence report
+    /// reads. `source_changed_at`: when the change happened at its source
+    /// (the directory, or the administrator's request for a local change);
+    /// `revoked_at`: when Latchkey revoked access, if the change did.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_state_change(
+        &mut self,
+        user_id: &str,
+        from: UserState,
+        to: UserState,
+        reason: Option<&str>,
+        actor: &str,
+        source: &str,
+        source_changed_at: i64,
+        revoked_at: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO account_state_changes (id, user_id, from_state, to_state, reason, actor, source, source_changed_at, revoked_at, changed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(crate::new_id())
+        .bind(user_id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(reason.map(str::to_owned))
+        .bind(actor)
+        .bind(source)
+        .bind(source_changed_at)
+        .bind(revoked_at)
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
     /// End every way into the account at once: web sessions, OpenID Connect
     /// grants with their access and refresh tokens, sign-in flows in
     /// progress, passes not yet spent, pending push prompts, and the API
@@ -139,13 +175,58 @@ impl WriteTx {
     /// End a user's web sessions and OpenID Connect grants (after an
     /// administrator reset their password or removed one of their methods).
     pub async fn end_user_sessions(&mut self, user_id: &str, reason: &str, now: i64) -> Result<(u64, u64)> {
-        let sessions = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(self.conn())
-            .await?
-            .rows_affected();
-        let grants = self.revoke_user_grants(user_id, reason, now).await?;
+        self.end_user_sessions_except(user_id, None, reason, now).await
+    }
+
+    /// Like [`WriteTx::end_user_sessions`], keeping the session `keep` and the
+    /// grants made from it (a user changing their own security info stays
+    /// signed in where they made the change).
+    pub async fn end_user_sessions_except(
+        &mut self,
+        user_id: &str,
+        keep: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> Result<(u64, u64)> {
+        let Some(keep) = keep else {
+            let sessions = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(user_id)
+                .execute(self.conn())
+                .await?
+                .rows_affected();
+            let grants = self.revoke_user_grants(user_id, reason, now).await?;
+            return Ok((sessions, grants));
+        };
+        let sessions =
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
+                .bind(now)
+                .bind(user_id)
+                .bind(keep)
+                .execute(self.conn())
+                .await?
+                .rows_affected();
+        sqlx::query(
+            "UPDATE oidc_tokens SET expires_at = $1 WHERE expires_at > $1 \
+             AND grant_id IN (SELECT id FROM oidc_grants WHERE user_id = $2 AND revoked_at IS NULL \
+                              AND (session_id IS NULL OR session_id <> $3))",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(keep)
+        .execute(self.conn())
+        .await?;
+        let grants = sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL \
+             AND (session_id IS NULL OR session_id <> $4)",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .bind(keep)
+        .execute(self.conn())
+        .await?
+        .rows_affected();
         Ok((sessions, grants))
     }
 

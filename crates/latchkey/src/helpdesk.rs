@@ -141,6 +141,23 @@ pub enum TapCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A user's passes that can still be used (never the passes themselves).
+    List {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a pass: it signs nobody in from now on, and sessions opened
+    /// with a pass end.
+    Revoke {
+        #[arg(long)]
+        user: String,
+        /// The pass's id (from `helpdesk tap list`).
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Pass requests waiting for a second approver.
     Requests {
         #[arg(long)]
@@ -342,6 +359,35 @@ pub async fn run(app: &App, cmd: HelpdeskCmd) -> Result<()> {
                         }
                     }
                 }
+            }
+            TapCmd::List { user, json } => {
+                let (_, passes) = app.passes(&op, &user).await?;
+                if json {
+                    let v: Vec<_> = passes
+                        .iter()
+                        .map(|t| json!({ "id": t.id, "issued_by": t.issued_by, "starts_at": ts(t.starts_at), "expires_at": ts(t.expires_at), "single_use": t.single_use, "used_at": t.used_at.map(ts) }))
+                        .collect();
+                    print_json(&v)?;
+                } else if passes.is_empty() {
+                    println!("{user} has no live Temporary Access Pass");
+                } else {
+                    for t in passes {
+                        println!(
+                            "{}  issued by {}  expires {}{}",
+                            t.id,
+                            t.issued_by,
+                            ts(t.expires_at),
+                            if t.used_at.is_some() { "  (used)" } else { "" }
+                        );
+                    }
+                }
+            }
+            TapCmd::Revoke { user, id, reason } => {
+                let r = app.revoke_tap(&op, &user, &id, reason.as_deref()).await?;
+                println!(
+                    "Pass {} of {user} revoked; {} session(s) opened with a pass ended.",
+                    r.tap_id, r.sessions_ended
+                );
             }
             TapCmd::Requests { json } => print_requests(app, None, json).await?,
         },

@@ -54,6 +54,30 @@ struct DbArgs {
     /// Lifetime when none is given, in minutes.
     #[arg(long, global = true, env = "LATCHKEY_TAP_DEFAULT_MINUTES", default_value_t = 60)]
     tap_default_minutes: i64,
+    /// Longest pass for a lost-phone helpdesk case, in minutes (the guide: 1-4 h).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_TAP_LOST_PHONE_MAX_MINUTES",
+        default_value_t = 240
+    )]
+    tap_lost_phone_max_minutes: i64,
+    /// Longest pass for a planned-phone-change case, in minutes.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_TAP_PLANNED_PHONE_CHANGE_MAX_MINUTES",
+        default_value_t = 240
+    )]
+    tap_planned_phone_change_max_minutes: i64,
+    /// Longest pass for a new-employee case, in minutes (the guide: up to 8 h).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_TAP_NEW_EMPLOYEE_MAX_MINUTES",
+        default_value_t = 480
+    )]
+    tap_new_employee_max_minutes: i64,
     /// Allow multi-use passes (for onboarding several devices).
     #[arg(long, global = true, env = "LATCHKEY_TAP_ALLOW_MULTI_USE")]
     tap_allow_multi_use: bool,
@@ -428,6 +452,9 @@ impl DbArgs {
         c.tap.max_minutes = self.tap_max_minutes;
         c.tap.default_minutes = self.tap_default_minutes;
         c.tap.allow_multi_use = self.tap_allow_multi_use;
+        c.tap.lost_phone_max_minutes = self.tap_lost_phone_max_minutes;
+        c.tap.planned_phone_change_max_minutes = self.tap_planned_phone_change_max_minutes;
+        c.tap.new_employee_max_minutes = self.tap_new_employee_max_minutes;
         c.deleted_username_hold_days = self.deleted_username_hold_days;
         self.ops.apply(&mut c);
         self.push.apply(&mut c, &self.data);
@@ -435,6 +462,7 @@ impl DbArgs {
     }
 
     async fn app(&self, config: Config) -> Result<Arc<App>> {
+        config.tap.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         let app = App::open(&self.data, self.database_url.as_deref(), config, Arc::new(SystemClock))
             .await
             // The operator needs the detail an API client must not see

@@ -1062,7 +1062,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{username}/methods/totp/{id}/qr.svg", get(totp_qr))
         .route("/api/v1/users/{username}/methods/recovery-codes", post(recovery_codes))
         .route("/api/v1/users/{username}/methods/{id}", delete(delete_method))
-        .route("/api/v1/users/{username}/temporary-access-passes", post(issue_tap))
+        .route(
+            "/api/v1/users/{username}/temporary-access-passes",
+            post(issue_tap).get(recovery::list_passes),
+        )
         .route("/api/v1/signin", post(signin_start))
         .route("/api/v1/signin/{flow_id}/verify", post(signin_verify))
         .route("/api/v1/session", get(get_session).delete(delete_session))

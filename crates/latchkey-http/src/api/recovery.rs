@@ -561,8 +561,89 @@ async fn device_retire(
     end_device(&app, &p, &id, DeviceState::Retired, q.approval.as_deref()).await
 }
 
+/// A pass as the helpdesk sees it: never the pass itself.
+#[derive(Serialize, ToSchema)]
+pub struct PassView {
+    pub id: String,
+    pub issued_by: String,
+    pub created_at: String,
+    pub starts_at: String,
+    pub expires_at: String,
+    pub single_use: bool,
+    pub used_at: Option<String>,
+}
+
+impl From<latchkey_store::TapRecord> for PassView {
+    fn from(t: latchkey_store::TapRecord) -> Self {
+        Self {
+            id: t.id,
+            issued_by: t.issued_by,
+            created_at: rfc3339(t.created_at),
+            starts_at: rfc3339(t.starts_at),
+            expires_at: rfc3339(t.expires_at),
+            single_use: t.single_use,
+            used_at: t.used_at.map(rfc3339),
+        }
+    }
+}
+
+/// A user's passes that can still be used, or will be after a delayed start (helpdesk, admin).
+#[utoipa::path(get, path = "/api/v1/users/{username}/temporary-access-passes", tag = "methods",
+    params(("username" = String, Path)),
+    responses((status = 200, body = Vec<PassView>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub(super) async fn list_passes(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<Json<Vec<PassView>>> {
+    let (_, passes) = app.passes(&p, &username).await?;
+    Ok(Json(passes.into_iter().map(Into::into).collect()))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokePassBody {
+    /// Why (1-500 characters, one line); kept in the audit log.
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PassRevokedView {
+    pub id: String,
+    pub revoked_at: String,
+    /// Sessions opened with a pass that ended with it.
+    pub sessions_ended: u64,
+}
+
+/// Revoke a pass (helpdesk, admin): it signs nobody in from now on, including
+/// a sign-in that already proved it, and sessions opened with a pass end.
+/// The body `{"reason": "..."}` is optional.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/temporary-access-passes/{id}", tag = "methods",
+    params(("username" = String, Path), ("id" = String, Path)), request_body(content = Option<RevokePassBody>),
+    responses((status = 200, body = PassRevokedView), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+async fn revoke_pass(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((username, id)): ApiPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<PassRevokedView>> {
+    let body: RevokePassBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokePassBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ServiceError::InvalidRequest(format!("request body: {e}")))?
+    };
+    let r = app.revoke_tap(&p, &username, &id, body.reason.as_deref()).await?;
+    Ok(Json(PassRevokedView {
+        id: r.tap_id,
+        revoked_at: rfc3339(r.revoked_at),
+        sessions_ended: r.sessions_ended,
+    }))
+}
+
 #[derive(OpenApi)]
 #[openapi(paths(
+    list_passes,
+    revoke_pass,
     list_tap_requests,
     approve_tap_request,
     list_change_requests,
@@ -585,6 +666,10 @@ pub struct RecoveryDoc;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            "/api/v1/users/{username}/temporary-access-passes/{id}",
+            axum::routing::delete(revoke_pass),
+        )
         .route("/api/v1/tap-requests", get(list_tap_requests))
         .route("/api/v1/tap-requests/{id}/approve", post(approve_tap_request))
         .route("/api/v1/change-requests", get(list_change_requests))

@@ -185,7 +185,9 @@ struct ViewQuery {
 async fn view(ctx: Ctx, Path(id): Path<String>, Query(q): Query<ViewQuery>) -> Response {
     let ok = match q.done.as_deref() {
         Some("skip") => Some("The step was skipped.".to_owned()),
-        Some("cancel") => Some("The case was cancelled.".to_owned()),
+        Some("cancel") => {
+            Some("The case was cancelled; a pass issued for it that could still be used was revoked.".to_owned())
+        }
         Some(s) => CaseStep::parse(s).ok().map(|s| format!("Recorded: {}.", s.title())),
         None => None,
     };
@@ -408,9 +410,9 @@ fn step_form(
                 }
                 CaseStep::IssueTap => {
                     p { "The pass lets the user sign in once and register a new method. You will see it only once." }
-                    label for="t-minutes" { "Lifetime in minutes (" (tap.min_minutes) "–" (tap.max_minutes) ")" }
+                    label for="t-minutes" { "Lifetime in minutes (" (tap.min_minutes) "–" (tap.max_for(Some(c.scenario))) ", this runbook's bound)" }
                     input #t-minutes type="text" inputmode="numeric" pattern="[0-9]+" name="lifetime_minutes"
-                        value=(tap.default_minutes) required;
+                        value=(tap.default_minutes.min(tap.max_for(Some(c.scenario)))) required;
                     @if user.privileged() {
                         label for="t-request" { "Approved pass request ID (privileged user)" }
                         input #t-request type="text" name="tap_request_id";

@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/helpdesk", get(search))
         .route("/helpdesk/users/{username}", get(user_view))
         .route("/helpdesk/users/{username}/unlock", post(unlock))
+        .route("/helpdesk/users/{username}/passes/{id}/revoke", post(revoke_pass))
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +111,10 @@ async fn user_view(
         Ok(d) => d,
         Err(e) => return ctx.error_page(e),
     };
+    let passes = match app.passes(&p, &username).await {
+        Ok((_, t)) => t,
+        Err(e) => return ctx.error_page(e),
+    };
     let has_second = methods
         .iter()
         .any(|m| m.state == MethodState::Active && m.kind.second_factor().is_some());
@@ -119,6 +124,9 @@ async fn user_view(
         Some("disabled") => Some("The account was disabled: its sessions, grants, passes and API tokens were revoked."),
         Some("enabled") => Some("The account was enabled. The user signs in with their own methods."),
         Some("deleted") => Some("The account was deleted: its password and methods were removed."),
+        Some("pass-revoked") => {
+            Some("The pass was revoked: it signs nobody in, and sessions opened with a pass have ended.")
+        }
         _ => None,
     };
     let u = &user.username;
@@ -154,6 +162,32 @@ async fn user_view(
                         td { @if let Some(t) = m.last_used_at { (when(t)) } @else { span.muted { "Never" } } }
                     } } }
                 } }
+            }
+        }
+        section aria-labelledby="p-h" {
+            h2 #p-h { "Temporary Access Passes" }
+            @if passes.is_empty() {
+                p.muted { "No pass that can still be used." }
+            } @else {
+                div.table-wrap { table {
+                    caption.visually-hidden { "Passes that can still be used" }
+                    thead { tr { th scope="col" { "Issued by" } th scope="col" { "Valid from" } th scope="col" { "Expires" } th scope="col" { "Used" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                    tbody { @for t in &passes { tr {
+                        td { (t.issued_by) }
+                        td { (when(t.starts_at)) }
+                        td { (when(t.expires_at)) }
+                        td { @if let Some(at) = t.used_at { (when(at)) } @else { span.muted { "Not yet" } } }
+                        td.actions {
+                            form.inline method="post" action={ "/helpdesk/users/" (u) "/passes/" (t.id) "/revoke" } {
+                                (csrf_field(&ctx))
+                                label.visually-hidden for={ "why-" (t.id) } { "Reason" }
+                                input id={ "why-" (t.id) } type="text" name="reason" placeholder="Reason (optional)" maxlength="500";
+                                button.danger.small type="submit" aria-label={ "Revoke the pass issued by " (t.issued_by) } { "Revoke" }
+                            }
+                        }
+                    } } }
+                } }
+                p.muted { "Revoking a pass also stops a sign-in that started with it and ends sessions opened with a pass." }
             }
         }
         section aria-labelledby="d-h" {
@@ -214,6 +248,29 @@ async fn unlock(State(app): State<Arc<App>>, ctx: Ctx, Path(username): Path<Stri
     };
     match app.clear_lockout(&p, &username).await {
         Ok(()) => Redirect::to(&format!("/helpdesk/users/{username}?done=unlocked")).into_response(),
+        Err(e) => ctx.error_page(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RevokeForm {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn revoke_pass(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    Path((username, id)): Path<(String, String)>,
+    axum::Form(f): axum::Form<RevokeForm>,
+) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Helpdesk)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
+    match app.revoke_tap(&p, &username, &id, reason).await {
+        Ok(_) => Redirect::to(&format!("/helpdesk/users/{username}?done=pass-revoked")).into_response(),
         Err(e) => ctx.error_page(e),
     }
 }

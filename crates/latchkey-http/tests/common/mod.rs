@@ -29,6 +29,25 @@ pub const DEFAULT_PEER: [u8; 4] = [203, 0, 113, 7];
 pub const PG_ENV: &str = "LATCHKEY_TEST_POSTGRES_URL";
 pub const PROBLEM_PREFIX: &str = "urn:latchkey:problem:";
 
+/// One test per backend for each `case => sqlite_name, postgres_name;`:
+/// the case runs on SQLite, and on PostgreSQL when `LATCHKEY_TEST_POSTGRES_URL`
+/// is set (skipped loudly otherwise). Needs `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! backends {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test]
+        async fn $sqlite() {
+            $case($crate::common::Harness::sqlite().await).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let Some(h) = $crate::common::Harness::postgres(stringify!($postgres)).await else { return };
+            $case(h).await;
+        }
+    )*};
+}
+
 pub struct Harness {
     pub app: Arc<App>,
     pub clock: Arc<ManualClock>,

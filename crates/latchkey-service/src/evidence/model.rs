@@ -364,6 +364,8 @@ pub(crate) fn build(r: &EvidenceReport) -> Document {
             coverage(r),
             privileged(r),
             sms_only(r),
+            without_backup(r),
+            leavers(r),
             exceptions(r),
             break_glass(r),
             policies(r),
@@ -402,6 +404,19 @@ fn summary(r: &EvidenceReport) -> Section {
                     "Users on SMS/voice only",
                     s.sms_only_users.to_string(),
                     "telephony is their only factor".into(),
+                ),
+                figure(
+                    "Users without a backup method",
+                    s.users_without_backup.to_string(),
+                    "one second factor at most, no recovery codes".into(),
+                ),
+                figure(
+                    "Leavers in period",
+                    s.leavers.to_string(),
+                    match s.leavers_longest_revocation_secs {
+                        Some(secs) => format!("access revoked at most {secs} s after the change"),
+                        None => "none revoked".into(),
+                    },
                 ),
                 figure(
                     "Active exceptions",
@@ -459,6 +474,12 @@ fn summary(r: &EvidenceReport) -> Section {
                             Cell::Percent(s.privileged_phishing_resistant_pct),
                         ),
                         row("sms_only_users", n(s.sms_only_users)),
+                        row("users_without_backup", n(s.users_without_backup)),
+                        row("leavers", n(s.leavers)),
+                        row(
+                            "leavers_longest_revocation_secs",
+                            s.leavers_longest_revocation_secs.map_or(Cell::text(""), n),
+                        ),
                         row("active_exceptions", n(s.active_exceptions)),
                         row("break_glass_accounts", n(s.break_glass_accounts)),
                         row("break_glass_tests_overdue", n(s.break_glass_tests_overdue)),
@@ -644,34 +665,123 @@ fn sms_only(r: &EvidenceReport) -> Section {
         id: "sms-only",
         title: "Users on SMS or voice only",
         blocks: vec![Block::Table(
-            Table::new(
+            people_with_methods(
                 "sms_only_users",
-                vec![
-                    text("username", "User", 2.0),
-                    text("display_name", "Display name", 0.0).beneath("username"),
-                    text("department", "Department", 1.6),
-                    text("kinds", "Methods", 1.4),
-                    flag("privileged", "Privileged", 1.0),
-                ],
                 r.sms_only
                     .iter()
-                    .map(|u| {
-                        vec![
-                            Cell::text(&u.username),
-                            Cell::text(&u.display_name),
-                            match &u.department {
-                                Some(d) => Cell::text(d),
-                                None => Cell::label("", "-"),
-                            },
-                            Cell::List(u.kinds.clone()),
-                            Cell::flag(u.privileged, "yes", "no", false),
-                        ]
-                    })
-                    .collect(),
+                    .map(|u| (&u.username, &u.display_name, &u.department, &u.kinds, u.privileged)),
             )
-            .people()
             .when_empty(WhenEmpty::Say("No user relies on telephony alone.")),
         )],
+    }
+}
+
+/// A list of people with their department, method kinds and whether they
+/// are privileged.
+fn people_with_methods<'a>(
+    name: &'static str,
+    people: impl Iterator<Item = (&'a String, &'a String, &'a Option<String>, &'a Vec<String>, bool)>,
+) -> Table {
+    Table::new(
+        name,
+        vec![
+            text("username", "User", 2.0),
+            text("display_name", "Display name", 0.0).beneath("username"),
+            text("department", "Department", 1.6),
+            text("kinds", "Methods", 1.4),
+            flag("privileged", "Privileged", 1.0),
+        ],
+        people
+            .map(|(username, display_name, department, kinds, privileged)| {
+                vec![
+                    Cell::text(username),
+                    Cell::text(display_name),
+                    match department {
+                        Some(d) => Cell::text(d),
+                        None => Cell::label("", "-"),
+                    },
+                    Cell::List(kinds.clone()),
+                    Cell::flag(privileged, "yes", "no", false),
+                ]
+            })
+            .collect(),
+    )
+    .people()
+}
+
+fn without_backup(r: &EvidenceReport) -> Section {
+    Section {
+        id: "without-backup",
+        title: "Active users without a backup method",
+        blocks: vec![
+            Block::Note(
+                "A backup is a second sign-in method or a set of recovery codes, registered before it is needed: \
+                 without one, a lost phone means a helpdesk call."
+                    .into(),
+            ),
+            Block::Table(
+                people_with_methods(
+                    "users_without_backup",
+                    r.without_backup
+                        .iter()
+                        .map(|u| (&u.username, &u.display_name, &u.department, &u.kinds, u.privileged)),
+                )
+                .when_empty(WhenEmpty::Say("Every active user has a backup method.")),
+            ),
+        ],
+    }
+}
+
+fn leavers(r: &EvidenceReport) -> Section {
+    Section {
+        id: "leavers",
+        title: "Leavers in the period",
+        blocks: vec![
+            Block::Note(
+                "Accounts disabled or deleted in the period, with the time from the change at its source (the \
+                 directory, or the administrator's request for a change made in Latchkey) to Latchkey's revocation \
+                 of their sessions, grants, passes and tokens. Disabled and deleted users are not in the coverage figures."
+                    .into(),
+            ),
+            Block::Table(
+                Table::new(
+                    "leavers",
+                    vec![
+                        text("username", "User", 1.6),
+                        text("display_name", "Display name", 0.0).beneath("username"),
+                        text("state", "Now", 0.9),
+                        text("reason", "Reason", 2.0),
+                        text("actor", "By", 1.2),
+                        text("source", "Source", 0.9),
+                        time("source_changed_at", "Changed at source", 1.4),
+                        time("revoked_at", "Access revoked", 1.4),
+                        number("revocation_secs", "Seconds to revocation", 1.0),
+                    ],
+                    r.leavers
+                        .iter()
+                        .map(|x| {
+                            let l = &x.leaver;
+                            vec![
+                                Cell::text(&l.username),
+                                Cell::text(&l.display_name),
+                                Cell::code(&l.state),
+                                match &l.reason {
+                                    Some(x) => Cell::text(x),
+                                    None => Cell::label("", "-"),
+                                },
+                                Cell::text(&l.actor),
+                                Cell::code(&l.source),
+                                Cell::time(l.source_changed_at),
+                                Cell::Time(l.revoked_at),
+                                x.revocation_secs.map_or(Cell::label("", "-"), Cell::Number),
+                            ]
+                        })
+                        .collect(),
+                )
+                .people()
+                .when_empty(WhenEmpty::Say("No account was disabled or deleted in the period.")),
+            ),
+        ],
     }
 }
 
