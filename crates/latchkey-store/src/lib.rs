@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod backup;
 mod evidence;
 pub mod keys;
 mod lifecycle;
@@ -25,13 +26,16 @@ mod signins;
 mod users;
 mod webauthn;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, AuditPage};
+pub use backup::{remove_database, AuditHead};
+pub use private::create_private_dir;
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome, ThrottleRow};
 pub use keys::Keys;
 pub use lifecycle::RevokedAccess;
@@ -85,7 +89,41 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite database file (None on PostgreSQL or in memory).
+    sqlite_file: Option<PathBuf>,
 }
+
+/// Every SQLite connection: WAL lets readers run beside the writer;
+/// busy_timeout makes a second process wait for the lock, not fail;
+/// `synchronous = FULL` syncs the WAL at every commit, so an acknowledged
+/// change survives a power cut (NORMAL may lose the last commits);
+/// journal_size_limit truncates the WAL back after a checkpoint resets it.
+fn sqlite_pragmas(synchronous: &str) -> String {
+    format!(
+        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+         PRAGMA journal_size_limit = 16777216; PRAGMA foreign_keys = ON;"
+    )
+}
+
+/// Environment override of `synchronous`, for measuring what durability
+/// costs (docs/performance.md): `normal` trades the last commits before a
+/// power cut for speed. Anything else is refused.
+pub const SQLITE_SYNCHRONOUS_ENV: &str = "LATCHKEY_SQLITE_SYNCHRONOUS";
+
+fn sqlite_synchronous_setting() -> Result<&'static str> {
+    match std::env::var(SQLITE_SYNCHRONOUS_ENV).ok().as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("full") => Ok("FULL"),
+        Some("normal") => Ok("NORMAL"),
+        Some(other) => Err(StoreError::Db(sqlx::Error::Configuration(
+            format!("{SQLITE_SYNCHRONOUS_ENV} must be full or normal, not {other:?}").into(),
+        ))),
+    }
+}
+
+/// WAL size past which the housekeeper forces a RESTART checkpoint. The
+/// automatic (passive) checkpoints cannot rewind the WAL while readers keep
+/// using it, so under steady reads and writes it would grow without end.
+const WAL_RESTART_BYTES: u64 = 16 << 20;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -113,14 +151,14 @@ impl Store {
             )));
         };
         let opts = AnyConnectOptions::from_str(url)?;
+        let pragmas = sqlite_pragmas(sqlite_synchronous_setting()?);
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout
-                        // makes a second process wait for the lock, not fail.
-                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").await?;
+                        conn.execute(pragmas.as_str()).await?;
                     }
                     Ok(())
                 })
@@ -131,7 +169,37 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_file(url)).flatten();
+        if let Some(file) = &sqlite_file {
+            tokio::spawn(bound_wal(pool.clone(), wal_file(file)));
+        }
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_file,
+        })
+    }
+
+    /// The SQLite WAL's size on disk now (0 without one).
+    pub fn wal_bytes(&self) -> u64 {
+        self.sqlite_file
+            .as_deref()
+            .and_then(|f| std::fs::metadata(wal_file(f)).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// `PRAGMA synchronous` as each of `n` pooled SQLite connections has it
+    /// (2 = FULL), checked out at once so they are distinct connections.
+    pub async fn sqlite_synchronous(&self, n: usize) -> Result<Vec<i64>> {
+        use sqlx::Row;
+        let mut held = vec![];
+        let mut modes = vec![];
+        for _ in 0..n {
+            let mut c = self.pool.acquire().await?;
+            modes.push(sqlx::query("PRAGMA synchronous").fetch_one(&mut *c).await?.try_get(0)?);
+            held.push(c);
+        }
+        Ok(modes)
     }
 
     pub fn backend(&self) -> Backend {
@@ -177,6 +245,38 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+fn wal_file(db: &Path) -> PathBuf {
+    let mut f = db.as_os_str().to_owned();
+    f.push("-wal");
+    PathBuf::from(f)
+}
+
+/// Keep the WAL bounded: when it passes [`WAL_RESTART_BYTES`], a RESTART
+/// checkpoint copies it into the database and waits (busy_timeout) for the
+/// readers still on it, so the next writer starts it from the beginning and
+/// `journal_size_limit` truncates the file. Ends when the pool is closed.
+async fn bound_wal(pool: AnyPool, wal: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !pool.is_closed() {
+        tick.tick().await;
+        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+        if big {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
+                if !pool.is_closed() {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        }
     }
 }
 
