@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod backup;
 mod evidence;
+mod group;
 pub mod keys;
 mod lifecycle;
 mod methods;
@@ -91,6 +92,9 @@ pub struct Store {
     backend: Backend,
     /// The SQLite database file (None on PostgreSQL or in memory).
     sqlite_file: Option<PathBuf>,
+    /// SQLite: the one writer connection, committing concurrent write
+    /// transactions together (group.rs). None: each commits on its own.
+    group: Option<std::sync::Arc<group::GroupWriter>>,
 }
 
 /// Every SQLite connection: WAL lets readers run beside the writer;
@@ -163,20 +167,29 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_file(url)).flatten();
+        let group = if sqlite_file.is_some() && group_commit_setting()? {
+            use sqlx::ConnectOptions;
+            let mut conn = opts.connect().await?;
+            conn.execute(sqlite_pragmas(sqlite_synchronous_setting()?).as_str()).await?;
+            Some(std::sync::Arc::new(group::GroupWriter::new(conn)))
+        } else {
+            None
+        };
         if let Some(file) = &sqlite_file {
-            tokio::spawn(bound_wal(pool.clone(), wal_file(file)));
+            tokio::spawn(bound_wal(pool.clone(), group.clone(), wal_file(file)));
         }
         Ok(Self {
             pool,
             backend,
             sqlite_file,
+            group,
         })
     }
 
@@ -189,7 +202,8 @@ impl Store {
     }
 
     /// `PRAGMA synchronous` as each of `n` pooled SQLite connections has it
-    /// (2 = FULL), checked out at once so they are distinct connections.
+    /// (2 = FULL), checked out at once so they are distinct connections,
+    /// then as the group writer has it.
     pub async fn sqlite_synchronous(&self, n: usize) -> Result<Vec<i64>> {
         use sqlx::Row;
         let mut held = vec![];
@@ -198,6 +212,11 @@ impl Store {
             let mut c = self.pool.acquire().await?;
             modes.push(sqlx::query("PRAGMA synchronous").fetch_one(&mut *c).await?.try_get(0)?);
             held.push(c);
+        }
+        if self.group.is_some() {
+            // And the group writer, where every write is made.
+            let mut tx = self.bookkeeping().await?;
+            modes.push(sqlx::query("PRAGMA synchronous").fetch_one(tx.conn()).await?.try_get(0)?);
         }
         Ok(modes)
     }
@@ -217,8 +236,8 @@ impl Store {
     /// takes the write lock before any read (so a busy database makes us
     /// wait instead of failing with a stale snapshot).
     pub async fn write(&self) -> Result<WriteTx> {
-        let mut tx = self.pool.begin().await?;
-        let head = lock_audit_head(&mut tx).await?;
+        let mut tx = self.begin().await?;
+        let head = lock_audit_head(tx.conn()).await?;
         Ok(WriteTx {
             tx,
             appended: false,
@@ -235,7 +254,7 @@ impl Store {
     /// audit-head lock at that point.
     pub async fn bookkeeping(&self) -> Result<WriteTx> {
         Ok(WriteTx {
-            tx: self.pool.begin().await?,
+            tx: self.begin().await?,
             appended: false,
             head: None,
             head_moved: false,
@@ -243,8 +262,57 @@ impl Store {
         })
     }
 
+    /// A transaction on the group writer (SQLite) or the pool.
+    async fn begin(&self) -> Result<Tx> {
+        Ok(match &self.group {
+            Some(g) => Tx::Group(g.begin().await?),
+            None => Tx::Pool(self.pool.begin().await?),
+        })
+    }
+
+    /// Whether write transactions are committed in groups (SQLite).
+    pub fn group_commit(&self) -> bool {
+        self.group.is_some()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// `LATCHKEY_SQLITE_GROUP_COMMIT=off` commits each write transaction on
+/// its own (for measuring what group commit buys; docs/performance.md).
+pub const SQLITE_GROUP_COMMIT_ENV: &str = "LATCHKEY_SQLITE_GROUP_COMMIT";
+
+fn group_commit_setting() -> Result<bool> {
+    match std::env::var(SQLITE_GROUP_COMMIT_ENV).ok().as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(StoreError::Db(sqlx::Error::Configuration(
+            format!("{SQLITE_GROUP_COMMIT_ENV} must be on or off, not {other:?}").into(),
+        ))),
+    }
+}
+
+/// A write transaction: a savepoint on the group writer, or a pool transaction.
+enum Tx {
+    Pool(sqlx::Transaction<'static, sqlx::Any>),
+    Group(group::GroupStep),
+}
+
+impl Tx {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        match self {
+            Tx::Pool(t) => &mut **t,
+            Tx::Group(g) => g.conn(),
+        }
+    }
+
+    async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Pool(t) => Ok(t.commit().await?),
+            Tx::Group(g) => g.commit().await,
+        }
     }
 }
 
@@ -264,14 +332,24 @@ fn wal_file(db: &Path) -> PathBuf {
 /// checkpoint copies it into the database and waits (busy_timeout) for the
 /// readers still on it, so the next writer starts it from the beginning and
 /// `journal_size_limit` truncates the file. Ends when the pool is closed.
-async fn bound_wal(pool: AnyPool, wal: PathBuf) {
+async fn bound_wal(pool: AnyPool, group: Option<std::sync::Arc<group::GroupWriter>>, wal: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !pool.is_closed() {
         tick.tick().await;
         let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
         if big {
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
+            // On the group writer, between groups: a checkpoint from another
+            // connection would wait for a write lock the writer rarely frees.
+            let done = match &group {
+                Some(g) => g.between_groups("PRAGMA wal_checkpoint(RESTART)").await,
+                None => sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
+            };
+            if let Err(e) = done {
                 if !pool.is_closed() {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
@@ -291,7 +369,7 @@ async fn lock_audit_head(conn: &mut sqlx::AnyConnection) -> Result<(i64, String)
 /// A transaction that must record at least one audit event before it commits
 /// (unless begun with [`Store::bookkeeping`]).
 pub struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: Tx,
     appended: bool,
     /// The chain's head (seq, hash) as of the events appended so far.
     head: Option<(i64, String)>,
@@ -311,11 +389,10 @@ impl WriteTx {
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(seq)
                 .bind(hash)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
         }
-        self.tx.commit().await?;
-        Ok(())
+        self.tx.commit().await
     }
 
     /// Commit a transaction that turned out to change only bookkeeping (a
@@ -326,14 +403,14 @@ impl WriteTx {
     }
 
     fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+        self.tx.conn()
     }
 
     /// The head the next audit event continues from (taking the lock if this
     /// transaction has not yet).
     pub(crate) async fn audit_head(&mut self) -> Result<(i64, String)> {
         if self.head.is_none() {
-            self.head = Some(lock_audit_head(&mut self.tx).await?);
+            self.head = Some(lock_audit_head(self.tx.conn()).await?);
         }
         Ok(self.head.clone().expect("just read"))
     }

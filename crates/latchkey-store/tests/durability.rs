@@ -46,7 +46,58 @@ async fn served_sqlite_connections_sync_every_commit() {
     let db = common::sqlite().await;
     // Every connection the pool hands out (all 8 at once, so distinct ones).
     let modes = db.store.sqlite_synchronous(8).await.unwrap();
-    assert_eq!(modes, vec![2; 8], "PRAGMA synchronous must be FULL (2) on every connection: {modes:?}");
+    assert!(db.store.group_commit(), "SQLite writes go through the group writer");
+    assert_eq!(modes, vec![2; 9], "PRAGMA synchronous must be FULL (2) on every connection: {modes:?}");
+}
+
+/// Group commit keeps each step's own outcome: 48 steps at once, every
+/// fourth failing after its writes (a compare-and-swap that lost); the rest
+/// are all there, the failed ones left nothing, and the chain is in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_steps_commit_together_and_a_failed_one_spoils_none() {
+    let db = common::sqlite().await;
+    let mut tasks = vec![];
+    for i in 0..48i64 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.write().await.unwrap();
+            tx.insert_user(
+                &NewUser {
+                    username: format!("step{i}"),
+                    display_name: "s".into(),
+                    department: None,
+                    groups: vec![],
+                    roles: vec![],
+                },
+                1_700_000_000 + i,
+            )
+            .await
+            .unwrap();
+            tx.audit(&AuditEntry::new("test", "user.create", format!("user:step{i}"), json!({})), 1_700_000_000_000 + i)
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+            if i % 4 == 0 {
+                drop(tx); // failed: rolled back to its savepoint
+                false
+            } else {
+                tx.commit().await.unwrap();
+                true
+            }
+        }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        committed += t.await.unwrap() as i64;
+    }
+    // Answered only after the commit: another connection sees them all.
+    assert_eq!(db.store.count_users().await.unwrap(), committed);
+    for i in 0..48 {
+        let there = db.store.user_by_username(&format!("step{i}")).await.unwrap().is_some();
+        assert_eq!(there, i % 4 != 0, "step{i}");
+    }
+    let v = db.store.verify_audit_chain().await.unwrap();
+    assert!(v.ok && v.length == committed, "{v:?}");
 }
 
 #[tokio::test]
