@@ -2,7 +2,8 @@
 //! reports every statement it runs as a `tracing` event (target
 //! `sqlx::query`), and a subscriber layer installed here counts the ones made
 //! inside a marked span. A completing TOTP verify may run at most 12
-//! statements, the password step at most 8 (BEGIN and COMMIT not counted).
+//! statements, the password step at most 8 (BEGIN and COMMIT not counted, nor the
+//! SAVEPOINT and RELEASE that mark a step inside SQLite's group commit).
 //! Run on SQLite, and on PostgreSQL when `LATCHKEY_TEST_POSTGRES_URL` is set.
 
 mod common;
@@ -98,7 +99,11 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StatementCounter {
         // Transaction control is not work, nor is opening a connection (the
         // pool's `after_connect` settings on SQLite): a running server's pool
         // is open already.
-        if head.starts_with("BEGIN") || head.starts_with("COMMIT") || head.starts_with("PRAGMA") {
+        if head.starts_with("BEGIN")
+            || head.starts_with("COMMIT")
+            || head.starts_with("PRAGMA")
+            || head.starts_with("SAVEPOINT")
+            || head.starts_with("RELEASE") {
             return;
         }
         seen().lock().unwrap().entry(probe).or_default().push(sql);

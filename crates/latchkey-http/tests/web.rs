@@ -23,13 +23,7 @@ const T0: i64 = 1_790_000_000;
 const PW: &str = "correct horse battery staple";
 
 async fn app_with(edit: impl FnOnce(&mut Config)) -> (Arc<App>, Arc<ManualClock>) {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lk-web-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempfile_dir("test");
     let store = Store::open_sqlite(&dir).await.unwrap();
     let mut config = Config {
         password: PasswordParams {
@@ -806,4 +800,42 @@ async fn the_console_grants_a_role_only_with_another_persons_approval() {
     let removed = alice.post("/admin/users/roles", &[("username", "dan")]).await;
     assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
     assert!(app.user("dan").await.unwrap().roles.is_empty());
+}
+
+#[tokio::test]
+async fn the_backup_button_writes_a_server_side_copy_for_admins() {
+    let backups = tempfile_dir("backups");
+    let dir = backups.clone();
+    let (app, _) = app_with(move |c| c.backup_dir = Some(dir)).await;
+    let boot = app.bootstrap_if_empty().await.unwrap().unwrap();
+    let mut b = Browser::new(&app, "127.0.0.1");
+    b.sign_in("/admin/backup", "admin", &[("temporary_access_pass", "pass", &boot.pass)])
+        .await;
+    let page = b.get("/admin/backup").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Back up now") && page.body.contains("key file is not in the backup"));
+    let made = b.post("/admin/backup", &[]).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    assert!(made.body.contains("id=\"backup-result\""), "{}", made.body);
+    let files: Vec<_> = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].to_string_lossy().into_owned();
+    assert!(name.starts_with("latchkey-") && name.contains("-audit-") && name.ends_with(".db"), "{name}");
+    assert!(made.body.contains(&name));
+    // Without the CSRF token the button does nothing.
+    let forged = b.post_raw("/admin/backup", &[], &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
+}
+
+/// A fresh, empty folder under the system's temporary directory.
+fn tempfile_dir(what: &str) -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "lk-web-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }

@@ -69,6 +69,8 @@ pub struct Config {
     pub password_slots: usize,
     /// How long a sign-in waits for a free slot before it is told to retry.
     pub password_slot_wait_ms: u64,
+    /// Where server-side backups (API, console) are written; None: refused.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             sms: Default::default(),
             password_slots: 0,
             password_slot_wait_ms: 2000,
+            backup_dir: None,
         }
     }
 }

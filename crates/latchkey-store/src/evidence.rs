@@ -298,7 +298,7 @@ impl Store {
     /// many rows per statement: history from another system, or a
     /// benchmark's million rows. Live sign-ins use `log_signin_with_decision`.
     pub async fn import_signins(&self, rows: &[(SignInLogEntry, Option<serde_json::Value>)]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bookkeeping().await?;
         let mut n = 0;
         for chunk in rows.chunks(IMPORT_BATCH) {
             let values: Vec<String> = (0..chunk.len())
@@ -337,9 +337,9 @@ impl Store {
                     .bind(e.acr.clone())
                     .bind(decision.as_ref().map(|d| d.to_string()));
             }
-            n += q.execute(&mut *tx).await?.rows_affected();
+            n += q.execute(tx.conn()).await?.rows_affected();
         }
-        tx.commit().await?;
+        tx.commit_bookkeeping().await?;
         Ok(n)
     }
 

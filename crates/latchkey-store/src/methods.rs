@@ -262,7 +262,14 @@ impl Store {
     /// `step` only if it is higher. One atomic statement, so two nodes racing
     /// with the same code cannot both win. True if this caller won.
     pub async fn advance_totp_step(&self, method_id: &str, step: i64, now: i64) -> Result<bool> {
-        advance_totp_step_in(&self.pool, method_id, step, now).await
+        if !self.group_commit() {
+            return advance_totp_step_in(&self.pool, method_id, step, now).await;
+        }
+        // SQLite: on the group writer, made durable with the writes beside it.
+        let mut tx = self.bookkeeping().await?;
+        let won = advance_totp_step_in(tx.conn(), method_id, step, now).await?;
+        tx.commit_bookkeeping().await?;
+        Ok(won)
     }
 
     /// Spend one recovery code. True if it existed, belonged to the user and

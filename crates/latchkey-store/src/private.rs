@@ -38,7 +38,7 @@ pub(crate) fn prepare_sqlite(data_dir: &Path, db: &Path) -> Result<(), StoreErro
 /// Create `dir` (0700) if missing; take group and other access away from an
 /// existing one.
 #[cfg(unix)]
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -65,7 +65,7 @@ fn tighten(path: &Path, max: u32) -> Result<(), StoreError> {
 }
 
 #[cfg(not(unix))]
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))
 }
 

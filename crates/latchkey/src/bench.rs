@@ -44,6 +44,8 @@ use serde_json::{json, Value};
 
 #[path = "bench_http.rs"]
 mod http;
+#[path = "bench_wal.rs"]
+mod wal;
 
 /// Password every seeded sign-in user gets (policy: at least 12 characters).
 const PASSWORD: &str = "bench correct horse battery staple";
@@ -73,9 +75,12 @@ pub enum Scenario {
     /// loopback HTTP (second step alone, full sign-in), next to the
     /// in-process check_totp rate and the Argon2 bound (see bench_http.rs).
     Http,
+    /// Not part of `all`: the SQLite WAL's largest size while `--signins`
+    /// sign-in log rows are written beside TOTP checks (see bench_wal.rs).
+    Wal,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Which measurement to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
@@ -107,7 +112,7 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Sign-in log rows to seed for the report scenario.
+    /// Sign-in log rows to seed for the report scenario (and to write in the wal scenario).
     #[arg(long, default_value_t = 1_000_000)]
     pub signins: usize,
     /// Sign-in events for the detections scenario.
@@ -136,7 +141,8 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
     }
     let want = |s: Scenario| {
         args.scenario == s
-            || (args.scenario == Scenario::All && !matches!(s, Scenario::TotpParts | Scenario::Report | Scenario::Http))
+            || (args.scenario == Scenario::All
+                && !matches!(s, Scenario::TotpParts | Scenario::Report | Scenario::Http | Scenario::Wal))
     };
     let backend = if database_url.is_some() { "postgres" } else { "sqlite" };
     let started = unix_secs() as i64;
@@ -170,6 +176,23 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
             bail!("{failed} operations failed during the measured runs (see first_error)");
         }
         return Ok(());
+    }
+
+    if args.scenario == Scenario::Wal {
+        out["parameters"]["signins"] = json!(args.signins);
+        let env = Env::start(database_url, args.allow_existing).await?;
+        let result = wal::run(&env, &args, &mut out).await;
+        env.stop().await;
+        result?;
+        if !args.json {
+            let w = &out["wal"];
+            println!(
+                "wal: {} rows in {} s beside {} TOTP checks/s (p99 {} ms); largest WAL {} MiB, at the end {} bytes",
+                w["rows"], w["writer_secs"], w["totp_checks_per_sec"], w["totp_p99_ms"], w["largest_wal_mib"], w["final_wal_bytes"]
+            );
+            return Ok(());
+        }
+        return finish(&out, &args);
     }
 
     let argon2 = if want(Scenario::Argon2) {

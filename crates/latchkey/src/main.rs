@@ -85,6 +85,9 @@ struct DbArgs {
     #[arg(long, global = true, env = "LATCHKEY_DELETED_USERNAME_HOLD_DAYS", default_value_t = 365,
           value_parser = clap::value_parser!(i64).range(0..=36500))]
     deleted_username_hold_days: i64,
+    /// Folder for backups made through the API or the console (default: <data>/backups).
+    #[arg(long, global = true, env = "LATCHKEY_BACKUP_DIR")]
+    backup_dir: Option<PathBuf>,
     #[command(flatten)]
     ops: ops_cmd::OpsArgs,
     #[command(flatten)]
@@ -178,6 +181,25 @@ enum Cmd {
     Alerts {
         #[command(subcommand)]
         cmd: ops_cmd::AlertsCmd,
+    },
+    /// A consistent copy of the SQLite database, taken while the server
+    /// serves; its name carries the audit head it holds. The key file is
+    /// not in it: back that up separately. (PostgreSQL: pg_dump, see README.)
+    Backup {
+        /// A folder (a name is chosen), or a file name the audit head is added to.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into an empty data folder (holding only the key
+    /// file): verifies the audit chain up to the backup's head and records
+    /// a `restored` event naming what was lost.
+    Restore {
+        /// The backup file (from `latchkey backup`).
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -458,6 +480,7 @@ impl DbArgs {
         c.deleted_username_hold_days = self.deleted_username_hold_days;
         self.ops.apply(&mut c);
         self.push.apply(&mut c, &self.data);
+        c.backup_dir = Some(self.backup_dir.clone().unwrap_or_else(|| self.data.join("backups")));
         c
     }
 
@@ -488,7 +511,11 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run(cli))
+    let result = rt.block_on(run(cli));
+    // Work is done; a blocking read still waiting on standard input
+    // (`serve --stop-on-stdin-close` stopped by SIGTERM) must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -526,6 +553,48 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Radius { cmd } => federation::radius(&*cli.db.app(cli.db.config()).await?, cmd).await,
         Cmd::Signins(a) => ops_cmd::signins(&*cli.db.app(cli.db.config()).await?, a).await,
         Cmd::Alerts { cmd } => ops_cmd::alerts(&*cli.db.app(cli.db.config()).await?, cmd).await,
+        Cmd::Backup { out, json } => {
+            if cli.db.database_url.is_some() {
+                bail!("`latchkey backup` copies the embedded SQLite database; back PostgreSQL up with pg_dump (see README, \"Backup and restore\")");
+            }
+            let app = cli.db.app(cli.db.config()).await?;
+            let b = app.backup(&op, &out).await?;
+            if json {
+                print_json(&b)?;
+            } else {
+                println!(
+                    "backup written: {} ({} bytes, audit head seq {})",
+                    b.file.display(),
+                    b.bytes,
+                    b.audit_head_seq
+                );
+                println!("{}", b.key_file);
+            }
+            Ok(())
+        }
+        Cmd::Restore { file, json } => {
+            if cli.db.database_url.is_some() {
+                bail!("`latchkey restore` restores SQLite backups; restore PostgreSQL with pg_restore (see README)");
+            }
+            let r = latchkey_service::backup::restore(&file, &cli.db.data, cli.db.config(), Arc::new(SystemClock))
+                .await
+                .with_context(|| format!("restoring {} into {}", file.display(), cli.db.data.display()))?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "restored into {}: audit chain verified up to seq {} ({})",
+                    cli.db.data.display(),
+                    r.audit_head_seq,
+                    r.audit_head_hash
+                );
+                println!(
+                    "lost: every change after seq {} (from {} until {}); recorded as audit event {}",
+                    r.lost_after_seq, r.lost_from, r.lost_until, r.event_seq
+                );
+            }
+            Ok(())
+        }
         Cmd::Openapi => {
             println!("{}", latchkey_http::api::openapi_json());
             Ok(())

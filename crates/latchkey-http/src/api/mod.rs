@@ -2,6 +2,7 @@
 //! translate between HTTP and [`App`].
 
 pub mod account;
+pub mod backup;
 pub mod evidence;
 pub mod ops;
 pub mod policy;
@@ -1036,6 +1037,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api::evidence::EvidenceDoc::openapi());
     doc.merge(crate::api::ops::OpsDoc::openapi());
     doc.merge(crate::api::push::PushDoc::openapi());
+    doc.merge(crate::api::backup::BackupDoc::openapi());
     doc.to_pretty_json().expect("OpenAPI document serialises")
 }
 
@@ -1046,6 +1048,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::api::policy::routes())
         .merge(crate::api::ops::routes())
         .merge(crate::api::push::routes())
+        .merge(crate::api::backup::routes())
         .merge(crate::oidc::routes())
         .merge(crate::api::radius::routes())
         .route("/api/v1/users", post(create_user).get(list_users))

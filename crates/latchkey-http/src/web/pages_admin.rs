@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/admin/audit", get(audit))
         .route("/admin/requests", get(requests))
         .route("/admin/requests/{id}/approve", post(approve_request))
+        .route("/admin/backup", get(backup_page).post(create_backup))
 }
 
 fn admin_tabs(current: &str) -> Markup {
@@ -45,6 +46,7 @@ fn admin_tabs(current: &str) -> Markup {
             (tab("/admin/audit", "Audit log"))
             (tab("/admin/reports", "Evidence reports"))
             (tab("/admin/alerts", "Alerts"))
+            (tab("/admin/backup", "Backup"))
         }
     }
 }
@@ -490,6 +492,56 @@ async fn approve_request(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<S
             render_requests(ctx, Some(&format!("{m}.")), StatusCode::FORBIDDEN).await
         }
         Err(e) => ctx.error_page(e),
+    }
+}
+
+// ---- backup --------------------------------------------------------------------
+
+async fn backup_page(ctx: Ctx) -> Response {
+    render_backup(ctx, None, None, StatusCode::OK)
+}
+
+fn render_backup(
+    ctx: Ctx,
+    made: Option<&latchkey_service::backup::BackupInfo>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let (ctx, _p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = html! {
+        h1 { "Admin" }
+        (admin_tabs("/admin/backup"))
+        @if let Some(b) = made {
+            div.notice.ok role="status" #backup-result {
+                p { "Backup written on the server: " code { (b.file.display()) } " (" (b.bytes) " bytes)." }
+                p { "Its audit chain ends at event " (b.audit_head_seq) "." }
+            }
+        }
+        (notice_error(error))
+        p.lead { "A backup is a consistent copy of the database, taken while Latchkey keeps serving. It is written into the server's backup folder (never downloaded: it holds every password hash and sealed secret); its name carries the audit event it ends at." }
+        p.notice.info { strong { "The key file is not in the backup." } " " (latchkey_service::backup::KEY_REMINDER) }
+        form.card method="post" action="/admin/backup" {
+            (csrf_field(&ctx))
+            button.primary type="submit" { "Back up now" }
+        }
+    };
+    ctx.page(status, "Admin · Backup", Section::Admin, body)
+}
+
+async fn create_backup(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
+    let (ctx, p) = match ctx.gate(Some(Role::Admin)) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match app.backup_to_folder(&p).await {
+        Ok(b) => render_backup(ctx, Some(&b), None, StatusCode::CREATED),
+        Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_) | ServiceError::Conflict(_))) {
+            Some(r) => render_backup(ctx, None, Some(&r.message), r.status),
+            None => ctx.error_page(e),
+        },
     }
 }
 
