@@ -57,9 +57,11 @@ function startServer(prefix) {
       out += d.toString();
       const url = out.match(/listening on (http:\/\/\S+)/);
       const pass = out.match(/One-time bootstrap pass \([^)]*\): (\S+)/);
-      if (url && pass) {
+      // The pages live at localhost (passkeys refuse an IP address); the API answers at both.
+      const pages = out.match(/Sign in at: (http:\/\/\S+)\/signin/);
+      if (url && pass && pages) {
         clearTimeout(timer);
-        resolve({ server, base: url[1], bootstrapPass: pass[1], dataDir });
+        resolve({ server, base: pages[1], api: url[1], bootstrapPass: pass[1], dataDir });
       }
     });
     server.on("exit", (code) => reject(new Error(`server exited early (${code}):\n${out}`)));
