@@ -89,4 +89,18 @@ function launchChromium() {
   });
 }
 
-module.exports = { ROOT, BIN, ENV, totp, stepNow, startServer, stopServer, launchChromium };
+const AXE_SOURCE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+
+/// axe-core's serious and critical findings on the page as it is now, one line each.
+async function axeSerious(page) {
+  await page.evaluate(AXE_SOURCE);
+  const result = await page.evaluate(() =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { resultTypes: ["violations"], runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] })
+  );
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
+
+module.exports = { ROOT, BIN, ENV, totp, stepNow, startServer, stopServer, launchChromium, axeSerious };
