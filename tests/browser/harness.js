@@ -57,9 +57,11 @@ function startServer(prefix) {
       out += d.toString();
       const url = out.match(/listening on (http:\/\/\S+)/);
       const pass = out.match(/One-time bootstrap pass \([^)]*\): (\S+)/);
-      if (url && pass) {
+      // The pages live at localhost (passkeys refuse an IP address); the API answers at both.
+      const pages = out.match(/Sign in at: (http:\/\/\S+)\/signin/);
+      if (url && pass && pages) {
         clearTimeout(timer);
-        resolve({ server, base: url[1], bootstrapPass: pass[1], dataDir });
+        resolve({ server, base: pages[1], api: url[1], bootstrapPass: pass[1], dataDir });
       }
     });
     server.on("exit", (code) => reject(new Error(`server exited early (${code}):\n${out}`)));
@@ -87,4 +89,18 @@ function launchChromium() {
   });
 }
 
-module.exports = { ROOT, BIN, ENV, totp, stepNow, startServer, stopServer, launchChromium };
+const AXE_SOURCE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+
+/// axe-core's serious and critical findings on the page as it is now, one line each.
+async function axeSerious(page) {
+  await page.evaluate(AXE_SOURCE);
+  const result = await page.evaluate(() =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { resultTypes: ["violations"], runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] })
+  );
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
+
+module.exports = { ROOT, BIN, ENV, totp, stepNow, startServer, stopServer, launchChromium, axeSerious };

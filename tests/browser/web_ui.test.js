@@ -103,9 +103,10 @@ test("sign-in page is served with strict security headers", async () => {
 
 test("the first admin signs in with the bootstrap pass", async () => {
   await signInUsername("admin");
-  await page.getByRole("heading", { name: "Enter your password" }).waitFor();
+  // Only a bootstrap pass, no password: the pass is asked first, the password one choice away.
+  await page.getByRole("heading", { name: "Enter your Temporary Access Pass" }).waitFor();
   await page.locator("summary", { hasText: "Use another method" }).click();
-  await Promise.all([page.waitForNavigation(), page.getByRole("link", { name: /Temporary Access Pass/ }).click()]);
+  await page.getByRole("link", { name: "Use my password" }).waitFor();
   await page.getByLabel("Temporary Access Pass").fill(bootstrapPass);
   await review("signin-tap");
   await submit("Sign in");

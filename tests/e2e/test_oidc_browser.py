@@ -143,7 +143,8 @@ def where(page) -> str:
 def sign_in_in_browser(page, srv: lk.Server, user: lk.User, rp: RelyingParty):
     """On Latchkey's /signin page: username → password → TOTP, as a person would.
     Returns when the browser has left Latchkey for the RP (or fails with what it shows)."""
-    origin = srv.url
+    # A browser sent to 127.0.0.1 is moved to localhost, where passkeys work.
+    origin = srv.url.replace("://127.0.0.1:", "://localhost:")
     page.wait_for_url(re.compile(re.escape(origin) + r"/signin\?"), timeout=NAV_TIMEOUT_MS)
     assert page.locator("h1").first.inner_text() == "Sign in", where(page)
     page.fill("input#username[name=username]", user.username)
@@ -231,7 +232,7 @@ def test_browser_phishing_resistant_request_for_totp_user_fails_at_the_rp(server
         page.goto(url)
         sign_in_in_browser(page, server, user, rp)
         assert "code" in rp.calls[-1] and rp.calls[-1]["state"] == [state], rp.calls[-1]
-        assert any(c["name"] == "lk_session" for c in ctx.cookies(server.url)), ctx.cookies()
+        assert any(c["name"] == "lk_session" for c in ctx.cookies(server.url.replace("://127.0.0.1:", "://localhost:"))), ctx.cookies()
 
         # Now the RP asks for a phishing-resistant sign-in.
         sess = oauth(client, rp)

@@ -397,7 +397,9 @@ async fn password_and_totp_with_clear_errors_then_fresh_sign_in_to_remove() {
     assert!(last.body.contains("last second sign-in method"));
 
     // Add recovery codes, let the sign-in go stale: removal needs a fresh sign-in.
-    let codes = b.post("/security-info/recovery-codes", &[]).await;
+    let made = b.post("/security-info/recovery-codes", &[]).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER);
+    let codes = b.get(made.location()).await;
     assert_eq!(codes.status, StatusCode::OK);
     assert!(codes.body.contains("download=\"latchkey-recovery-codes.txt\""));
     b.get("/security-info").await;
@@ -838,4 +840,144 @@ fn tempfile_dir(what: &str) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+#[tokio::test]
+async fn a_browser_at_a_loopback_ip_goes_to_localhost_where_passkeys_work() {
+    // Config::default's public URL is http://127.0.0.1:8080: the relying party is localhost.
+    let (app, _) = app_with(|_| {}).await;
+    let mut b = Browser::new(&app, "127.0.0.1");
+    let nav = [("host", "127.0.0.1:8080"), ("sec-fetch-mode", "navigate")];
+    let page = b.get_with("/signin?next=/admin/users", &nav).await;
+    assert_eq!(page.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(page.location(), "http://localhost:8080/signin?next=/admin/users");
+    let page = b.get_with("/security-info", &[("host", "[::1]:8080"), ("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(page.location(), "http://localhost:8080/security-info");
+    // Scripts and API clients keep the address they were given.
+    let page = b.get_with("/signin", &[("host", "127.0.0.1:8080")]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = b.get_with("/signin", &[("host", "localhost:8080"), ("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("only work at"), "no warning at the right address");
+}
+
+#[tokio::test]
+async fn a_page_at_another_address_names_the_one_passkeys_need() {
+    let (app, _) = app_with(|c| c.public_url = "https://mfa.example.com".into()).await;
+    let mut b = Browser::new(&app, "127.0.0.1");
+    let page = b.get_with("/signin", &[("host", "10.0.0.7:8443")]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Passkeys and security keys only work at")
+            && page.body.contains("https://mfa.example.com"),
+        "{}",
+        page.body
+    );
+    // Another host is never sent elsewhere: only loopback, only for localhost.
+    let page = b.get_with("/signin", &[("host", "127.0.0.1:8443"), ("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = b.get_with("/signin", &[("host", "mfa.example.com")]).await;
+    assert!(!page.body.contains("only work at"));
+}
+
+#[tokio::test]
+async fn the_pass_is_asked_first_when_the_user_has_one_or_no_password() {
+    let (app, clock) = app_with(|_| {}).await;
+    app.bootstrap_if_empty().await.unwrap().unwrap();
+    // The first administrator has only the bootstrap pass.
+    let mut b = Browser::new(&app, "127.0.0.1");
+    b.get("/signin").await;
+    b.post("/signin", &[("username", "admin")]).await;
+    let step = b.get("/signin/continue?next=/security-info").await;
+    assert!(step.body.contains("Enter your Temporary Access Pass"), "{}", step.body);
+    assert!(step.body.contains("Use my password"), "the password stays one choice away");
+
+    // A user with a password and nothing from the helpdesk: the password.
+    user_with_totp(&app, &clock, "omar").await;
+    let mut b = Browser::new(&app, "127.0.0.1");
+    b.get("/signin").await;
+    b.post("/signin", &[("username", "omar")]).await;
+    let step = b.get("/signin/continue?next=/security-info").await;
+    assert!(step.body.contains("Enter your password"), "{}", step.body);
+    // The helpdesk issues a pass: now that comes first.
+    app.issue_tap(&Principal::Operator, "omar", Some(60), true, None, verification())
+        .await
+        .unwrap();
+    let step = b.get("/signin/continue?next=/security-info").await;
+    assert!(step.body.contains("Enter your Temporary Access Pass"), "{}", step.body);
+}
+
+#[tokio::test]
+async fn recovery_codes_are_shown_after_a_redirect_and_a_reload_never_makes_new_ones() {
+    let (app, clock) = app_with(|_| {}).await;
+    let (secret, _) = user_with_totp(&app, &clock, "rosa").await;
+    clock.advance(30);
+    let mut b = Browser::new(&app, "127.0.0.1");
+    let code = code_at(&secret, clock.now());
+    b.sign_in(
+        "/security-info",
+        "rosa",
+        &[("password", "password", PW), ("totp", "code", &code)],
+    )
+    .await;
+    b.get("/security-info").await;
+    let made = b.post("/security-info/recovery-codes", &[]).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    assert_eq!(made.location(), "/security-info/recovery-codes");
+    let codes_of = |body: &str| -> Vec<String> {
+        body.split("<li><code>")
+            .skip(1)
+            .map(|s| s[..s.find('<').unwrap()].to_owned())
+            .collect()
+    };
+    let shown = b.get("/security-info/recovery-codes").await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    let codes = codes_of(&shown.body);
+    assert_eq!(codes.len(), 10, "{}", shown.body);
+    // Reload: the same codes, and still one set (the first code still works below).
+    let reloaded = b.get("/security-info/recovery-codes").await;
+    assert_eq!(codes_of(&reloaded.body), codes);
+    let events = app.audit_page(&Principal::Operator, 0, 10_000, None).await.unwrap().events;
+    let made: Vec<&str> = events
+        .iter()
+        .map(|e| e.action.as_str())
+        .filter(|a| a.starts_with("method.recovery_codes") || *a == "method.add")
+        .collect();
+    assert_eq!(made, ["method.add", "method.add"], "TOTP and one set of codes, never replaced");
+    let info = b.get("/security-info").await;
+    assert!(info.body.contains("10 unused"), "the count is visible");
+    // Another browser (another session) cannot see them, even with the cookie.
+    let sealed = b.cookies.get("lk_codes").cloned().expect("sealed codes cookie");
+    let mut other = Browser::new(&app, "127.0.0.1");
+    clock.advance(30);
+    other
+        .sign_in(
+            "/security-info",
+            "rosa",
+            &[("password", "password", PW), ("totp", "code", &code_at(&secret, clock.now()))],
+        )
+        .await;
+    other.cookies.insert("lk_codes".into(), sealed);
+    let page = other.get("/security-info/recovery-codes").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/security-info");
+
+    // Signing in with one: straight to security info, told what to do.
+    let mut lost = Browser::new(&app, "127.0.0.1");
+    let done = lost
+        .sign_in(
+            "/admin/users",
+            "rosa",
+            &[("password", "password", PW), ("recovery_code", "code", &codes[0])],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/security-info");
+    let info = lost.get("/security-info").await;
+    assert!(
+        info.body.contains("You signed in with a recovery code (9 left)") && info.body.contains("9 unused"),
+        "{}",
+        info.body
+    );
 }

@@ -928,3 +928,228 @@ async fn passkey_signin(h: &Harness, pk: &mut SoftPasskey, cred_id: &[u8], user_
     let rcr = h.challenge(&flow).await;
     h.verify(&flow, discoverable_get(pk, rcr, cred_id, user_id)).await
 }
+
+/// The web pages' cookie jar and the last page's CSRF token.
+#[derive(Default)]
+struct WebJar {
+    cookies: std::collections::BTreeMap<String, String>,
+    csrf: Option<String>,
+}
+
+struct WebReply {
+    status: StatusCode,
+    location: String,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl Harness {
+    /// A browser's request to the web pages: GET, or a form POST carrying the
+    /// CSRF token of the last page (as passkeys.js posts its requests).
+    async fn web(&self, jar: &mut WebJar, method: &str, path: &str, form: &[(&str, &str)]) -> WebReply {
+        let cookie = jar
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let req = Request::builder().method(method).uri(path).header("cookie", cookie);
+        let req = if method == "POST" {
+            let mut fields: Vec<(&str, &str)> = form.to_vec();
+            let token = jar.csrf.clone().expect("a page was loaded first");
+            fields.push(("csrf", &token));
+            let body = fields
+                .iter()
+                .map(|(k, v)| format!("{k}={}", latchkey_http::web::percent_encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            req.header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap()
+        } else {
+            req.body(Body::empty()).unwrap()
+        };
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let set_cookies: Vec<String> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                jar.cookies.remove(k);
+            } else {
+                jar.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = String::from_utf8(bytes.to_vec()).unwrap();
+        if let Some(i) = body.find("name=\"csrf\" value=\"") {
+            let rest = &body[i + 19..];
+            jar.csrf = Some(rest[..rest.find('"').unwrap()].to_owned());
+        }
+        WebReply {
+            status,
+            location,
+            set_cookies,
+            body,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_a_key() {
+    let h = Harness::new().await;
+    h.user("carol", &[]).await;
+    let mut pk = SoftPasskey::new(true);
+    let r = h
+        .register(None, "carol", "passkey", &mut pk, ORIGIN, as_non_resident)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let cred_id = {
+        let flow = h.password_flow("carol").await;
+        h.challenge(&flow).await.public_key.allow_credentials[0].id.clone()
+    };
+    let carol = user_id(&h, "carol").await;
+
+    // "Sign in with a passkey": no username typed anywhere.
+    let mut jar = WebJar::default();
+    let page = h.web(&mut jar, "GET", "/signin?next=/security-info", &[]).await;
+    assert!(page.body.contains("autocomplete=\"username webauthn\""), "autofill offers passkeys");
+    assert!(page.body.contains("data-challenge-url=\"/signin/passkey\""));
+    let start = h
+        .web(&mut jar, "POST", "/signin/passkey", &[("next", "/security-info")])
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+    assert!(jar.cookies.contains_key("lk_flow"), "the flow lives in the browser's cookie");
+    let options: Value = serde_json::from_str(&start.body).unwrap();
+    let rcr: RequestChallengeResponse = serde_json::from_value(json!({"publicKey": options["publicKey"]})).unwrap();
+    let assertion = discoverable_get(&mut pk, rcr, &cred_id, &carol).to_string();
+    let done = h
+        .web(
+            &mut jar,
+            "POST",
+            "/signin/verify",
+            &[("method", "webauthn"), ("assertion", &assertion), ("next", "/security-info")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location, "/security-info");
+    let cookie = done
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("lk_session="))
+        .expect("a usernameless sign-in sets the session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+
+    // The same assertion again: its challenge is spent; the page restarts.
+    let again = h
+        .web(
+            &mut jar,
+            "POST",
+            "/signin/verify",
+            &[("method", "webauthn"), ("assertion", &assertion), ("next", "/security-info")],
+        )
+        .await;
+    assert!(again.status.is_client_error(), "{}", again.status);
+
+    // Signed in with a passkey: a fresh strong sign-in, so carol adds a
+    // security key from her security info page.
+    let info = h.web(&mut jar, "GET", "/security-info", &[]).await;
+    assert_eq!(info.status, StatusCode::OK);
+    assert!(info.body.contains("data-webauthn-register"), "the page offers passkeys and keys");
+    let start = h
+        .web(
+            &mut jar,
+            "POST",
+            "/security-info/webauthn/start",
+            &[("kind", "security_key"), ("label", "Desk key")],
+        )
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+    let start: Value = serde_json::from_str(&start.body).unwrap();
+    let ccr: CreationChallengeResponse = serde_json::from_value(json!({"publicKey": start["publicKey"]})).unwrap();
+    let (mut key, _) = SoftToken::new(false).unwrap();
+    let cred = key.do_registration(Url::parse(ORIGIN).unwrap(), ccr).unwrap();
+    let finish = h
+        .web(
+            &mut jar,
+            "POST",
+            "/security-info/webauthn/finish",
+            &[
+                ("ceremony_id", start["ceremony_id"].as_str().unwrap()),
+                ("credential", &serde_json::to_string(&cred).unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(finish.status, StatusCode::SEE_OTHER, "{}", finish.body);
+    assert_eq!(finish.location, "/security-info?done=security_key_added");
+    let info = h.web(&mut jar, "GET", &finish.location, &[]).await;
+    assert!(info.body.contains("Desk key"), "the new key is listed by its name");
+
+    // An unknown kind is refused in words, not with a 500.
+    let bad = h
+        .web(&mut jar, "POST", "/security-info/webauthn/start", &[("kind", "fido3")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("passkey or a security key"), "{}", bad.body);
+}
+
+#[tokio::test]
+async fn a_security_key_is_the_second_step_of_a_web_sign_in() {
+    let h = Harness::new().await;
+    h.user("dan", &["admin"]).await;
+    let (mut key, _) = SoftToken::new(false).unwrap();
+    let r = h.register(None, "dan", "security_key", &mut key, ORIGIN, |_| {}).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let mut jar = WebJar::default();
+    h.web(&mut jar, "GET", "/signin?next=/admin/users", &[]).await;
+    let r = h
+        .web(&mut jar, "POST", "/signin", &[("username", "dan"), ("next", "/admin/users")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    h.web(&mut jar, "GET", &r.location, &[]).await;
+    let r = h
+        .web(
+            &mut jar,
+            "POST",
+            "/signin/verify",
+            &[("method", "password"), ("password", "correct horse battery staple"), ("next", "/admin/users")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let step = h.web(&mut jar, "GET", &r.location, &[]).await;
+    assert!(step.body.contains("Use your passkey or security key"), "{}", step.body);
+    assert!(step.body.contains("data-challenge-url=\"/signin/webauthn/challenge\""));
+    let ch = h.web(&mut jar, "POST", "/signin/webauthn/challenge", &[]).await;
+    assert_eq!(ch.status, StatusCode::OK, "{}", ch.body);
+    let ch: Value = serde_json::from_str(&ch.body).unwrap();
+    let rcr: RequestChallengeResponse = serde_json::from_value(json!({"publicKey": ch["publicKey"]})).unwrap();
+    let a = key.do_authentication(Url::parse(ORIGIN).unwrap(), rcr).unwrap();
+    let done = h
+        .web(
+            &mut jar,
+            "POST",
+            "/signin/verify",
+            &[
+                ("method", "webauthn"),
+                ("assertion", &serde_json::to_string(&a).unwrap()),
+                ("next", "/admin/users"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location, "/admin/users");
+    assert!(jar.cookies.contains_key("lk_session"));
+    let console = h.web(&mut jar, "GET", "/admin/users", &[]).await;
+    assert_eq!(console.status, StatusCode::OK);
+}

@@ -13,9 +13,38 @@ use crate::error::ServiceResult;
 pub struct WebFlow {
     pub username: String,
     pub flow: SignInFlow,
+    /// Ask for the Temporary Access Pass before the password: the user has
+    /// no password, or a pass that works now (a bootstrap administrator, a
+    /// user the helpdesk is onboarding or recovering).
+    pub pass_first: bool,
 }
 
 impl App {
+    /// The unused codes of a user's recovery-code set (None: no set).
+    pub async fn recovery_codes_left(&self, p: &Principal, username: &str) -> ServiceResult<Option<i64>> {
+        let (_, methods) = self.methods(p, username).await?;
+        match methods
+            .iter()
+            .find(|m| m.kind == latchkey_core::MethodKind::RecoveryCodes)
+        {
+            Some(m) => Ok(Some(self.store.recovery_codes_left(&m.id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Seal a short-lived value for this browser (recovery codes between the
+    /// POST that makes them and the page that shows them), bound to `binding`.
+    pub fn seal_for_browser(&self, plain: &str, binding: &str) -> String {
+        data_encoding::BASE64URL_NOPAD.encode(&self.keys.seal(plain.as_bytes(), &format!("web flash v1\0{binding}")))
+    }
+
+    /// Open what [`App::seal_for_browser`] sealed with the same binding.
+    pub fn open_for_browser(&self, sealed: &str, binding: &str) -> Option<String> {
+        let bytes = data_encoding::BASE64URL_NOPAD.decode(sealed.as_bytes()).ok()?;
+        let plain = self.keys.open(&bytes, &format!("web flash v1\0{binding}")).ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
     /// A user's recent sign-ins (the user, helpdesk, auditors, admins).
     pub async fn signin_history(
         &self,

@@ -233,9 +233,20 @@ impl App {
         if loaded.flow.is_expired(self.now()) {
             return Err(ServiceError::FlowNotFound);
         }
+        let now = self.now();
+        let pass_first = match loaded.user.as_ref().filter(|u| u.state == UserState::Active) {
+            Some(u) if matches!(loaded.flow.state, SignInState::Started) => {
+                u.password_hash.is_none()
+                    || self.store.taps_for_user(&u.id).await?.iter().any(|t| {
+                        tap::tap_state(t.starts_at, t.expires_at, t.single_use, t.used_at, now) == TapState::Usable
+                    })
+            }
+            _ => false,
+        };
         Ok(WebFlow {
             username: loaded.rec.username,
             flow: loaded.flow,
+            pass_first,
         })
     }
 

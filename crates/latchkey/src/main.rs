@@ -1030,6 +1030,15 @@ async fn serve(
     };
     let app = db.app(config.clone()).await?;
     println!("Latchkey listening on {scheme}://{addr}");
+    // Browsers refuse WebAuthn at an IP address: on loopback the pages live
+    // at localhost (the server sends browsers there), so say that address.
+    let pages_url = app
+        .relying_party()
+        .map(|rp| rp.origin.origin().ascii_serialization())
+        .unwrap_or_else(|_| config.public_url.clone());
+    if pages_url != config.public_url {
+        println!("Web pages at {pages_url} (passkeys need this address)");
+    }
     push_cmd::announce(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
     let radius_task = match radius_socket {
@@ -1066,7 +1075,7 @@ async fn serve(
             latchkey_service::time::rfc3339(b.expires_at),
             b.pass
         );
-        println!("  Sign in at: {}/signin", config.public_url);
+        println!("  Sign in at: {pages_url}/signin");
         println!("  Then register an authenticator and set a password; the pass works once.");
     }
     use std::io::Write;

@@ -122,7 +122,7 @@ impl From<WebauthnPolicy> for WebauthnPolicyBody {
     }
 }
 
-fn public_key_of<T: Serialize>(options: &T) -> serde_json::Value {
+pub(crate) fn public_key_of<T: Serialize>(options: &T) -> serde_json::Value {
     let mut v = serde_json::to_value(options).expect("options serialise");
     v.get_mut("publicKey").map(serde_json::Value::take).unwrap_or(v)
 }

@@ -37,6 +37,11 @@ pub fn page(ctx: &Ctx, title: &str, section: Section, body: Markup) -> Markup {
                 title { (title) " · Latchkey" }
                 link rel="stylesheet" href="/static/latchkey.css";
                 script src="/static/latchkey.js" defer {}
+                @if matches!(section, Section::SignIn | Section::Security) {
+                    // webauthn.js converts WebAuthn's binary fields; passkeys.js drives the pages' buttons.
+                    script src="/static/webauthn.js" defer {}
+                    script src="/static/passkeys.js" defer {}
+                }
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -80,6 +85,19 @@ pub fn notice_error(msg: Option<&str>) -> Markup {
     html! {
         @if let Some(m) = msg {
             p.notice.error role="alert" id="form-error" { (m) }
+        }
+    }
+}
+
+/// Said where passkeys are offered on a page opened at another address than
+/// the one they are registered for (the browser would only refuse).
+pub fn passkey_origin_notice(ctx: &Ctx) -> Markup {
+    html! {
+        @if let Some(origin) = &ctx.passkey_origin {
+            p.notice.info {
+                "Passkeys and security keys only work at " a href=(origin) { (origin) } ". "
+                "Open this page at that address to use them."
+            }
         }
     }
 }

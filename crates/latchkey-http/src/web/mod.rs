@@ -62,6 +62,7 @@ pub struct WebConfig {
 
 static CSS: &str = include_str!("../../static/latchkey.css");
 static JS: &str = include_str!("../../static/latchkey.js");
+static PASSKEYS_JS: &str = include_str!("../../static/passkeys.js");
 
 fn static_file(body: &'static str, content_type: &'static str) -> Response {
     (
@@ -85,6 +86,10 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
             "/static/latchkey.js",
             get(|| async { static_file(JS, "text/javascript; charset=utf-8") }),
         )
+        .route(
+            "/static/passkeys.js",
+            get(|| async { static_file(PASSKEYS_JS, "text/javascript; charset=utf-8") }),
+        )
         .merge(pages_signin::routes())
         .merge(pages_campaign::routes())
         .merge(pages_push::routes())
@@ -96,7 +101,8 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(pages_reports::routes())
         .merge(pages_alerts::routes())
         .route("/signout", post(pages_signin::signout))
-        .layer(axum::middleware::from_fn_with_state(app, csrf::guard))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), csrf::guard))
+        .layer(axum::middleware::from_fn_with_state(app, to_passkey_origin))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -105,6 +111,60 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
             header::HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         ))
+}
+
+/// A browser that opens a page at a loopback IP address (`http://127.0.0.1:PORT`)
+/// while the relying party is `localhost` goes to `http://localhost:PORT`
+/// instead: browsers refuse WebAuthn at an IP address, and cookies set at one
+/// name are not sent to the other. Only navigations are moved (scripts and
+/// API clients keep the address they were given).
+async fn to_passkey_origin(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let navigation = req.method() == axum::http::Method::GET
+        && req
+            .headers()
+            .get("sec-fetch-mode")
+            .is_some_and(|v| v.as_bytes() == b"navigate");
+    if navigation {
+        if let Some(to) = loopback_redirect(&app, req.headers().get(header::HOST), req.uri()) {
+            return Redirect::temporary(&to).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn loopback_redirect(app: &App, host: Option<&HeaderValue>, uri: &axum::http::Uri) -> Option<String> {
+    let rp = app.relying_party().ok()?;
+    if !(rp.any_port && rp.id == "localhost") {
+        return None;
+    }
+    let authority: axum::http::uri::Authority = host?.to_str().ok()?.parse().ok()?;
+    let ip: std::net::IpAddr = authority.host().trim_matches(['[', ']']).parse().ok()?;
+    if !ip.is_loopback() {
+        return None;
+    }
+    let port = authority.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Some(format!("{}://localhost{port}{path}", rp.origin.scheme()))
+}
+
+/// The origin passkeys work at, when this request came to another one
+/// (pages say so in words rather than leave the browser's refusal unexplained).
+fn passkey_origin_elsewhere(parts: &Parts, app: &App) -> Option<String> {
+    let rp = app.relying_party().ok()?;
+    let authority: axum::http::uri::Authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse().ok())
+        .or_else(|| parts.uri.authority().cloned())?;
+    // Host names only: a proxy in front may change the scheme or the port.
+    let wanted_host = rp.origin.host_str().unwrap_or(&rp.id);
+    let same = authority.host().eq_ignore_ascii_case(wanted_host);
+    (!same).then(|| rp.origin.origin().ascii_serialization())
 }
 
 /// Everything a page handler needs about the browser: cookies, who is signed
@@ -118,6 +178,9 @@ pub struct Ctx {
     pub peer: Option<String>,
     /// Path and query of this request (where to come back after signing in).
     pub here: String,
+    /// Set when this page was opened at another origin than the one passkeys
+    /// are registered for: that origin.
+    pub passkey_origin: Option<String>,
 }
 
 impl FromRequestParts<Arc<App>> for Ctx {
@@ -148,7 +211,9 @@ impl FromRequestParts<Arc<App>> for Ctx {
             .get::<OriginalUri>()
             .map(|u| u.0.clone())
             .unwrap_or_else(|| parts.uri.clone());
+        let passkey_origin = passkey_origin_elsewhere(parts, app);
         Ok(Ctx {
+            passkey_origin,
             app: app.clone(),
             jar,
             principal,
@@ -233,6 +298,21 @@ impl Ctx {
             }
         }
     }
+}
+
+/// The answer to a page script's request (passkeys.js) that cannot go on: a
+/// problem document in the page's words for `e` and, when signing in (again)
+/// helps, where to go (the `Location` header).
+pub fn json_refusal(e: ServiceError, message: &str, location: Option<String>) -> Response {
+    let err = crate::error::ApiError::from(e);
+    let (_, status, _) = err.slug_and_status();
+    let mut p = err.problem();
+    p.detail = message.to_owned();
+    let mut resp = crate::error::problem_response(status, &p);
+    if let Some(to) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        resp.headers_mut().insert(header::LOCATION, to);
+    }
+    resp
 }
 
 /// `/signin?next=...` (with `prompt=login` for a fresh sign-in).

@@ -29,7 +29,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/security-info/totp", post(totp_start))
         .route("/security-info/totp/{id}", get(totp_pending))
         .route("/security-info/totp/{id}/confirm", post(totp_confirm))
-        .route("/security-info/recovery-codes", post(recovery_codes))
+        .route("/security-info/recovery-codes", get(show_recovery_codes).post(recovery_codes))
+        .route("/security-info/webauthn/start", post(webauthn_start))
+        .route("/security-info/webauthn/finish", post(webauthn_finish))
         .route("/security-info/password", post(password))
         .route("/security-info/methods/{id}/delete", post(remove_method))
 }
@@ -61,6 +63,8 @@ fn done_text(d: &str) -> Option<&'static str> {
             "Your phone is registered as a backup. Add an authenticator app or a security key too: they are stronger."
         }
         "password_set" => "Your password was saved.",
+        "passkey_added" => "Your passkey is registered. Next time, choose \u{201c}Sign in with a passkey\u{201d}.",
+        "security_key_added" => "Your security key is registered. Use it after your password when you sign in.",
         "method_removed" => "The method was removed.",
         _ => return None,
     })
@@ -94,6 +98,11 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
         .methods
         .iter()
         .any(|m| m == VerifyMethod::TemporaryAccessPass.as_str());
+    let via_recovery_code = session.methods.iter().any(|m| m == VerifyMethod::RecoveryCode.as_str());
+    let codes_left = match app.recovery_codes_left(&p, username).await {
+        Ok(n) => n,
+        Err(e) => return ctx.error_page(e),
+    };
     let body = html! {
         h1 { "Security info" }
         p.lead { "The ways you sign in to " strong { (user.display_name) } " (" (user.username) "). Keep at least two, so losing one device never locks you out." }
@@ -101,16 +110,25 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
         (notice_error(error))
         @if via_tap && has_second && user.password_hash.is_some() {
             p.notice.ok role="status" {
-                "All set. Sign out and sign in again with your password and authenticator app to check that they work."
+                "All set. Sign out and sign in again with your password and a second method to check that they work. "
+                "An authenticator app's code works once: sign in with the next code it shows, not the one you just typed."
             }
         } @else if via_tap {
             p.notice.info {
                 "You signed in with a Temporary Access Pass. Register an authenticator app and set a password now: "
                 "the pass stops working at " (when(session.expires_at)) "."
             }
+        } @else if via_recovery_code {
+            p.notice.info role="status" {
+                "You signed in with a recovery code"
+                @if let Some(n) = codes_left { " (" (n) " left)" }
+                ". If you lost a device, remove it below and register a new authenticator app, passkey or "
+                "security key now, then create new recovery codes."
+            }
         } @else if !has_second {
             p.notice.error { "You have no second sign-in method. Register an authenticator app now." }
         }
+        (super::layout::passkey_origin_notice(&ctx))
         (super::pages_push::sms_only_nudge(&methods))
         section aria-labelledby="methods-h" {
             h2 #methods-h { "Your sign-in methods" }
@@ -131,7 +149,13 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
                             tr {
                                 td { (method_name(m.kind)) " "
                                     @if m.state == MethodState::Pending { (tag("Not confirmed", "warn")) } }
-                                td { (m.label) }
+                                td { (m.label)
+                                    @if m.kind == latchkey_core::MethodKind::RecoveryCodes {
+                                        @if let Some(n) = codes_left {
+                                            " " (tag(&format!("{n} unused"), if n > 2 { "ok" } else { "warn" }))
+                                        }
+                                    }
+                                }
                                 td.opt { (when(m.registered_at)) }
                                 td { @if let Some(t) = m.last_used_at { (when(t)) } @else { span.muted { "Never" } } }
                                 td.actions {
@@ -166,6 +190,7 @@ async fn render_overview(ctx: Ctx, ok: Option<&str>, error: Option<&str>, status
                     input #totp-label type="text" name="label" maxlength="100" placeholder="e.g. Work phone";
                     button.primary type="submit" { "Add authenticator app" }
                 }
+                (webauthn_card(&ctx))
                 (super::pages_push::enroll_card(&ctx))
                 (super::pages_push::phone_card(&ctx))
                 form.card method="post" action="/security-info/recovery-codes"
@@ -326,16 +351,49 @@ async fn totp_confirm(
     }
 }
 
+/// Where a new set of recovery codes waits, sealed to the session, between
+/// the POST that made it and the page that shows it: reloading that page
+/// shows the same codes again and never makes a new set.
+const CODES_COOKIE: &str = "lk_codes";
+const CODES_PAGE: &str = "/security-info/recovery-codes";
+const CODES_SHOWN_SECS: i64 = 10 * 60;
+
 async fn recovery_codes(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
     let (ctx, p) = match ctx.gate(None) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (username, _) = me(&p);
+    let (username, session) = me(&p);
     let codes = match app.regenerate_recovery_codes(&p, username, None).await {
         Ok((_, codes)) => codes,
         Err(ServiceError::ReauthenticationRequired(_)) => return reauth(),
         Err(e) => return ctx.error_page(e),
+    };
+    let sealed = app.seal_for_browser(&codes.join("\n"), &session.id);
+    let c = axum_extra::extract::cookie::Cookie::build((CODES_COOKIE, sealed))
+        .http_only(true)
+        .same_site(axum_extra::extract::cookie::SameSite::Strict)
+        .path(CODES_PAGE)
+        .secure(ctx.secure)
+        .max_age(time::Duration::seconds(CODES_SHOWN_SECS))
+        .build();
+    (ctx.jar.add(c), Redirect::to(CODES_PAGE)).into_response()
+}
+
+async fn show_recovery_codes(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (username, session) = me(&p);
+    let codes: Vec<String> = match ctx
+        .jar
+        .get(CODES_COOKIE)
+        .and_then(|c| app.open_for_browser(c.value(), &session.id))
+    {
+        Some(text) => text.lines().map(str::to_owned).collect(),
+        // Shown long enough ago (or in another session): never again.
+        None => return Redirect::to(BACK).into_response(),
     };
     let text = format!(
         "Latchkey recovery codes for {username}\nEach code works once. Keep them somewhere safe.\n\n{}\n",
@@ -344,7 +402,9 @@ async fn recovery_codes(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
     let download = format!("data:text/plain;charset=utf-8,{}", super::percent_encode(&text));
     let body = html! {
         h1 { "Your recovery codes" }
-        p.notice.info role="status" { "These codes are shown only once. Save or print them now; your earlier codes no longer work." }
+        p.notice.info role="status" {
+            "Save or print these codes now: this page stops showing them in a few minutes. Your earlier codes no longer work."
+        }
         ul.codes #recovery-codes {
             @for c in &codes { li { code { (c) } } }
         }
@@ -355,7 +415,13 @@ async fn recovery_codes(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
         }
         p { a href=(BACK) { "I have saved them — back to security info" } }
     };
-    ctx.page(StatusCode::OK, "Recovery codes", Section::Security, body)
+    let mut resp = ctx.page(StatusCode::OK, "Recovery codes", Section::Security, body);
+    // Not kept by the browser's cache (the back button) nor by a proxy's.
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 #[derive(Deserialize)]
@@ -431,5 +497,122 @@ mod tests {
             "ABCD"
         );
         assert_eq!(super::secret_of("otpauth://totp/x?issuer=y"), "");
+    }
+}
+
+// ---- passkeys and security keys ---------------------------------------------
+
+fn webauthn_card(ctx: &Ctx) -> Markup {
+    html! {
+        form.card method="post" action="/security-info/webauthn/finish" data-webauthn-register
+            data-start-url="/security-info/webauthn/start" {
+            (csrf_field(ctx))
+            input type="hidden" name="ceremony_id" value="";
+            input type="hidden" name="credential" value="";
+            h3 { "Passkey or security key" }
+            fieldset {
+                legend { "Which one?" }
+                label.choice {
+                    input type="radio" name="kind" value="passkey" checked;
+                    " Passkey " span.muted { "— signs you in without a password, with your fingerprint, face or PIN" }
+                }
+                label.choice {
+                    input type="radio" name="kind" value="security_key";
+                    " Security key " span.muted { "— a USB or NFC key you touch after your password" }
+                }
+            }
+            label for="webauthn-label" { "Name (optional)" }
+            input #webauthn-label type="text" name="label" maxlength="100" placeholder="e.g. Laptop, YubiKey";
+            p.hint data-webauthn-status role="status" {}
+            noscript { p.hint { "Registering a passkey needs JavaScript in this browser." } }
+            button.primary type="submit" { "Add passkey or security key" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WebauthnStartForm {
+    kind: String,
+    label: Option<String>,
+}
+
+/// Step one, called by passkeys.js: the options for `navigator.credentials.create`.
+async fn webauthn_start(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<WebauthnStartForm>) -> Response {
+    let Some(p) = ctx.principal.clone() else {
+        return super::json_refusal(
+            ServiceError::Unauthenticated,
+            "Your session ended. Sign in again.",
+            Some(signin_url(BACK, false)),
+        );
+    };
+    let (username, _) = me(&p);
+    let kind = match latchkey_core::webauthn::CredentialKind::parse(&f.kind) {
+        Ok(k) => k,
+        Err(e) => return super::json_refusal(e.into(), "Choose a passkey or a security key.", None),
+    };
+    let label = f.label.filter(|l| !l.trim().is_empty());
+    match app.webauthn_register_start(&p, username, kind, label).await {
+        Ok(s) => axum::Json(serde_json::json!({
+            "ceremony_id": s.ceremony_id,
+            "publicKey": crate::api::webauthn::public_key_of(&s.options),
+        }))
+        .into_response(),
+        Err(e @ ServiceError::ReauthenticationRequired(_)) => super::json_refusal(
+            e,
+            "Confirm it's you first: sign in again, then add the passkey.",
+            Some(signin_url(BACK, true)),
+        ),
+        Err(e) => {
+            let message = errors::refusal(&e).message;
+            super::json_refusal(e, &message, None)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WebauthnFinishForm {
+    ceremony_id: String,
+    credential: String,
+}
+
+/// Step two, the form itself: the authenticator's answer.
+async fn webauthn_finish(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<WebauthnFinishForm>) -> Response {
+    let (ctx, p) = match ctx.gate(None) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (username, _) = me(&p);
+    let Ok(credential) = serde_json::from_str::<serde_json::Value>(&f.credential) else {
+        return render_overview(
+            ctx,
+            None,
+            Some("The browser sent no answer from the authenticator. Try again."),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    };
+    match app.webauthn_register_finish(&p, username, &f.ceremony_id, credential).await {
+        Ok(c) => Redirect::to(&format!("/security-info?done={}_added", c.kind)).into_response(),
+        Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
+        Err(e) => {
+            let shown = |e: &ServiceError| {
+                matches!(
+                    e,
+                    ServiceError::InvalidRequest(_)
+                        | ServiceError::Unprocessable(_)
+                        | ServiceError::WebauthnRejected(_)
+                        | ServiceError::NotFound(_)
+                        | ServiceError::InvalidState(_)
+                        | ServiceError::Conflict(_)
+                )
+            };
+            match errors::inline(&e, shown) {
+                Some(r) => {
+                    let msg = format!("The passkey or security key was not registered. {}", r.message);
+                    render_overview(ctx, None, Some(&msg), r.status).await
+                }
+                None => ctx.error_page(e),
+            }
+        }
     }
 }

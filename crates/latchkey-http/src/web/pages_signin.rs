@@ -25,7 +25,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use super::errors;
-use super::layout::{csrf_field, notice_error, notice_ok, Section};
+use super::layout::{csrf_field, notice_error, notice_ok, passkey_origin_notice, Section};
 use super::{cookie, parse_acr, percent_encode, removal, safe_next, session_acr, Ctx, WebFlow};
 use super::{FLOW_COOKIE, SESSION_COOKIE};
 use latchkey_service::app::{App, Principal, Proof, SignInContext};
@@ -36,6 +36,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/signin", get(signin_page).post(signin_username))
         .route("/signin/continue", get(continue_page))
         .route("/signin/verify", post(verify))
+        .route("/signin/passkey", post(passkey_start))
+        .route("/signin/webauthn/challenge", post(webauthn_challenge))
         .route("/signin/lost", get(lost_device))
 }
 
@@ -145,15 +147,18 @@ fn username_page(
         }
         (notice_ok(info))
         (notice_error(error))
+        (passkey_origin_notice(&ctx))
         form.card method="post" action="/signin" {
             (csrf_field(&ctx))
             (t.hidden())
             label for="username" { "Username" }
-            input #username type="text" name="username" autocomplete="username" autocapitalize="none"
+            // "webauthn": the browser may offer this site's passkeys right here (conditional mediation).
+            input #username type="text" name="username" autocomplete="username webauthn" autocapitalize="none"
                 spellcheck="false" required autofocus value=(prefill.unwrap_or_default())
                 aria-describedby=[error.map(|_| "form-error")];
             button.primary type="submit" { "Next" }
         }
+        (passkey_form(&ctx, t, "/signin/passkey", "Sign in with a passkey", true))
         p.muted { a href={ "/signin/lost?" (t.query()) } { "Can't sign in?" } }
     };
     ctx.page(status, "Sign in", Section::SignIn, body)
@@ -198,7 +203,7 @@ pub(super) fn flow_id(ctx: &Ctx) -> Option<String> {
 pub(super) fn restart(ctx: Ctx, t: &Target, why: &str, status: StatusCode) -> Response {
     let mut ctx = ctx;
     ctx.jar = ctx.jar.remove(removal(FLOW_COOKIE));
-    username_page(ctx, t, Some(why), None, None, status)
+    username_page(ctx, t, Some(why).filter(|w| !w.is_empty()), None, None, status)
 }
 
 pub(super) const EXPIRED: &str =
@@ -210,6 +215,8 @@ async fn continue_page(State(app): State<Arc<App>>, ctx: Ctx, Query(q): Query<Ta
         return restart(ctx, &t, EXPIRED, StatusCode::OK);
     };
     match app.signin_flow_state(&id).await {
+        // A passkey sign-in that was started and left: nothing to continue.
+        Ok(wf) if wf.username.is_empty() => restart(ctx, &t, "", StatusCode::OK),
         Ok(wf) => {
             let method = q.method.as_deref().and_then(parse_method);
             step_page(ctx, &t, &wf, method, None, StatusCode::OK)
@@ -223,12 +230,14 @@ fn parse_method(s: &str) -> Option<VerifyMethod> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
 
-/// Steps this page can take today; others (passkeys) bring their own. Push
-/// and SMS/voice first send something (see `pages_push`), then verify here.
+/// Steps this page can take. Push and SMS/voice first send something (see
+/// `pages_push`), a passkey or security key first asks for a challenge
+/// (passkeys.js), then all verify here.
 fn supported(m: VerifyMethod) -> bool {
     matches!(
         m,
         VerifyMethod::Password
+            | VerifyMethod::Webauthn
             | VerifyMethod::TemporaryAccessPass
             | VerifyMethod::Totp
             | VerifyMethod::RecoveryCode
@@ -257,7 +266,7 @@ fn method_choice(m: VerifyMethod) -> &'static str {
         VerifyMethod::TemporaryAccessPass => "Use a Temporary Access Pass from the helpdesk",
         VerifyMethod::Totp => "Use a code from my authenticator app",
         VerifyMethod::RecoveryCode => "Use a recovery code",
-        VerifyMethod::Webauthn => "Use a passkey or security key",
+        VerifyMethod::Webauthn => "Use my passkey or security key",
         VerifyMethod::Push => "Approve a notification on my phone",
         VerifyMethod::Sms => "Text me a code",
         VerifyMethod::Voice => "Call me",
@@ -280,13 +289,18 @@ pub(super) fn step_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let allowed: Vec<VerifyMethod> = wf
+    let mut allowed: Vec<VerifyMethod> = wf
         .flow
         .state
         .allowed_methods()
         .into_iter()
         .filter(|m| supported(*m))
         .collect();
+    if wf.pass_first {
+        // No password, or a pass from the helpdesk waiting: that is what this person can use.
+        allowed.sort_by_key(|m| *m != VerifyMethod::TemporaryAccessPass);
+    }
+    let started = matches!(wf.flow.state, SignInState::Started);
     // The App lists second factors strongest first: preselect that one.
     let method = want
         .filter(|m| allowed.contains(m))
@@ -304,14 +318,24 @@ pub(super) fn step_page(
             }
         }
         (notice_error(error))
+        @if method == Some(VerifyMethod::Webauthn) || started {
+            (passkey_origin_notice(&ctx))
+        }
         @if let Some(m) = method {
             @let (action, button) = super::pages_push::step_form(m);
-            form.card method="post" action=(action) {
+            @let webauthn = m == VerifyMethod::Webauthn;
+            form.card method="post" action=(action) data-webauthn-signin[webauthn]
+                data-challenge-url=[webauthn.then_some("/signin/webauthn/challenge")] {
                 (csrf_field(&ctx))
                 (t.hidden())
                 input type="hidden" name="method" value=(m.as_str());
                 (method_input(m, error.is_some()))
-                button.primary type="submit" { (button) }
+                button.primary type="submit" { @if webauthn { "Use my passkey or security key" } @else { (button) } }
+            }
+            @if started {
+                // Not listed among the user's methods (that would tell anyone
+                // who has one), but always possible before the password.
+                (passkey_form(&ctx, t, "/signin/webauthn/challenge", "Sign in with a passkey instead", false))
             }
         } @else {
             p.notice.error role="alert" {
@@ -352,6 +376,12 @@ fn method_input(m: VerifyMethod, invalid: bool) -> Markup {
                     required autofocus aria-describedby=[described] aria-invalid=[aria_invalid];
                 p.hint { "The helpdesk gave you this pass after checking who you are. It works for a few hours." }
             }
+            VerifyMethod::Webauthn => {
+                input type="hidden" name="assertion" value="";
+                p.hint { "Your browser will ask for your passkey or security key: touch the key, or confirm with your fingerprint, face or PIN." }
+                p.hint data-webauthn-status role="status" {}
+                noscript { p.hint { "This step needs JavaScript in this browser. Use another method below." } }
+            }
             VerifyMethod::Push | VerifyMethod::Sms | VerifyMethod::Voice => {
                 (super::pages_push::send_hint(m))
             }
@@ -377,6 +407,8 @@ struct VerifyForm {
     password: Option<String>,
     code: Option<String>,
     pass: Option<String>,
+    /// The WebAuthn assertion (PublicKeyCredential JSON) passkeys.js put in the form.
+    assertion: Option<String>,
     next: Option<String>,
     acr: Option<String>,
     prompt: Option<String>,
@@ -395,6 +427,14 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
         VerifyMethod::Password => Proof::Password(f.password.unwrap_or_default()),
         VerifyMethod::TemporaryAccessPass => Proof::Pass(f.pass.unwrap_or_default().trim().to_owned()),
         VerifyMethod::Push => Proof::Push,
+        VerifyMethod::Webauthn => match serde_json::from_str(f.assertion.as_deref().unwrap_or("")) {
+            Ok(a) => Proof::Assertion(a),
+            Err(_) => {
+                return ctx.error_page(ServiceError::InvalidRequest(
+                    "the browser sent no answer from the passkey or security key".into(),
+                ))
+            }
+        },
         _ => Proof::Code(f.code.unwrap_or_default().trim().replace(' ', "")),
     };
     match app.signin_verify(&id, method, proof, &web_context(&ctx, &t)).await {
@@ -414,6 +454,10 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                     // A rollout wave is nudging: say what to register and by when first.
                     let to = format!("/signin/campaign?next={}", percent_encode(&t.next));
                     return (ctx.jar, Redirect::to(&to)).into_response();
+                }
+                if method == VerifyMethod::RecoveryCode && !to_app {
+                    // A spent recovery code usually means a lost device: say so, and what to do.
+                    return (ctx.jar, Redirect::to("/security-info")).into_response();
                 }
                 match t.acr {
                     // An application asked for more: it gets the answer (the
@@ -447,6 +491,8 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                         | PushNotApproved { .. }
                         | PushUnavailable(_)
                         | GatewayFailed(_)
+                        | WebauthnRejected(_)
+                        | WebauthnCounterRegression
                 )
             };
             let Some(refusal) = errors::inline(&e, shown) else {
@@ -456,15 +502,84 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                 ServiceError::InvalidCode if method == VerifyMethod::RecoveryCode => {
                     refusal.say("That recovery code is not valid or was already used.")
                 }
+                ServiceError::WebauthnRejected(_) => refusal.say(
+                    "That passkey or security key was not accepted: it may not be registered for this account. \
+                     Try again, or use another method.",
+                ),
+                ServiceError::WebauthnCounterRegression => refusal.say(
+                    "This security key may have been copied, so it was refused. Use another method and call the helpdesk.",
+                ),
                 _ => refusal,
             };
             let (msg, status) = (refusal.message, refusal.status);
             match app.signin_flow_state(&id).await {
+                Ok(wf) if wf.username.is_empty() => username_page(ctx, &t, Some(&msg), None, None, status),
                 Ok(wf) => step_page(ctx, &t, &wf, Some(method), Some(&msg), status),
                 Err(_) => restart(ctx, &t, EXPIRED, StatusCode::NOT_FOUND),
             }
         }
     }
+}
+
+/// A form that signs in with a passkey (passkeys.js asks `challenge_url` for
+/// the options, then posts the assertion to /signin/verify). `autofill`: the
+/// page's username field offers passkeys too.
+fn passkey_form(ctx: &Ctx, t: &Target, challenge_url: &str, button: &str, autofill: bool) -> Markup {
+    html! {
+        form.passkey method="post" action="/signin/verify" data-webauthn-signin data-challenge-url=(challenge_url)
+            data-passkey-autofill[autofill] hidden {
+            (csrf_field(ctx))
+            (t.hidden())
+            input type="hidden" name="method" value=(VerifyMethod::Webauthn.as_str());
+            input type="hidden" name="assertion" value="";
+            p.or { span { "or" } }
+            button type="submit" { (button) }
+            p.hint data-webauthn-status role="status" {}
+        }
+    }
+}
+
+/// passkeys.js: start a usernameless sign-in; the flow cookie is set here
+/// and the options for `navigator.credentials.get` come back.
+async fn passkey_start(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<TargetForm>) -> Response {
+    let t = Target::from_parts(f.next.as_deref(), f.acr.as_deref(), f.prompt.as_deref());
+    match app.passkey_signin_start(&web_context(&ctx, &t)).await {
+        Ok(s) => {
+            let mut c = cookie(FLOW_COOKIE, s.flow.flow_id, ctx.secure);
+            c.set_max_age(time::Duration::seconds(FLOW_LIFETIME_SECS));
+            let body = serde_json::json!({ "publicKey": crate::api::webauthn::public_key_of(&s.options) });
+            (ctx.jar.add(c), axum::Json(body)).into_response()
+        }
+        Err(e) => webauthn_refusal(e, &t),
+    }
+}
+
+/// passkeys.js: the options for the WebAuthn step of the flow this browser holds.
+async fn webauthn_challenge(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<TargetForm>) -> Response {
+    let t = Target::from_parts(f.next.as_deref(), f.acr.as_deref(), f.prompt.as_deref());
+    let Some(id) = flow_id(&ctx) else {
+        return super::json_refusal(ServiceError::FlowNotFound, EXPIRED, Some(format!("/signin?{}", t.query())));
+    };
+    match app.webauthn_challenge(&id).await {
+        Ok(o) => axum::Json(serde_json::json!({ "publicKey": crate::api::webauthn::public_key_of(&o) })).into_response(),
+        Err(e) => webauthn_refusal(e, &t),
+    }
+}
+
+fn webauthn_refusal(e: ServiceError, t: &Target) -> Response {
+    if let ServiceError::Internal(msg) = &e {
+        tracing::error!(error = %msg, "internal error");
+    }
+    let restart = matches!(e, ServiceError::FlowNotFound | ServiceError::InvalidState(_));
+    let message = if restart { EXPIRED.to_owned() } else { errors::refusal(&e).message };
+    super::json_refusal(e, &message, restart.then(|| format!("/signin?{}", t.query())))
+}
+
+#[derive(Deserialize)]
+struct TargetForm {
+    next: Option<String>,
+    acr: Option<String>,
+    prompt: Option<String>,
 }
 
 /// Go on to the authorize endpoint, which redirects to the application. Not
