@@ -760,7 +760,7 @@ async fn removing_ones_own_method_ends_the_other_sessions_and_their_grants() {
     let leo = env.user("leo").await;
     let (codes_id, _) = env
         .app
-        .regenerate_recovery_codes(&Principal::Operator, "leo")
+        .regenerate_recovery_codes(&Principal::Operator, "leo", None)
         .await
         .unwrap();
     let c = register(&env, "confidential").await;

@@ -228,7 +228,7 @@ async fn a_lost_device_takes_its_methods_and_sessions_with_it() {
     // A session opened on that device (a relying party vouches for it).
     let (_, rp) = h
         .app
-        .create_scoped_api_token(&Principal::Operator, "portal", &["relying_party"])
+        .create_scoped_api_token(&Principal::Operator, "portal", &["relying_party"], None)
         .await
         .unwrap();
     h.advance(30);
@@ -343,7 +343,7 @@ async fn conditional_access_reads_device_compliance_from_the_inventory() {
     // from anyone else is no device).
     let (_, rp) = h
         .app
-        .create_scoped_api_token(&Principal::Operator, "portal", &["relying_party"])
+        .create_scoped_api_token(&Principal::Operator, "portal", &["relying_party"], None)
         .await
         .unwrap();
     let attempt = |device_id: Option<String>| {

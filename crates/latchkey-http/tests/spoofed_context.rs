@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 async fn scoped_token(h: &Harness, name: &str, scope: &str) -> String {
     h.app
-        .create_scoped_api_token(&Principal::Operator, name, &[scope])
+        .create_scoped_api_token(&Principal::Operator, name, &[scope], None)
         .await
         .expect("token")
         .1

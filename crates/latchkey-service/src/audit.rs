@@ -60,7 +60,7 @@ pub struct CheckpointReport {
 impl App {
     /// The head's seq (0: empty log), to tell whether a new checkpoint is due.
     pub async fn audit_head_seq(&self) -> ServiceResult<i64> {
-        Ok(self.store.audit_head().await?.0)
+        Ok(self.store.audit_head().await?.seq)
     }
 
     /// Sign the head as it is now and append it to `file` (one JSON line,
@@ -68,7 +68,7 @@ impl App {
     /// The file must be outside the data folder: a copy beside the
     /// database falls with it.
     pub async fn write_audit_checkpoint(&self, file: &Path) -> ServiceResult<Option<Checkpoint>> {
-        let (seq, hash) = self.store.audit_head().await?;
+        let latchkey_store::AuditHead { seq, hash, .. } = self.store.audit_head().await?;
         if seq == 0 {
             return Ok(None);
         }

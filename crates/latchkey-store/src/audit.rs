@@ -88,14 +88,6 @@ impl WriteTx {
 }
 
 impl Store {
-    /// The head as the database records it: (seq, hash).
-    pub async fn audit_head(&self) -> Result<(i64, String)> {
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((head.try_get("seq")?, head.try_get("hash")?))
-    }
-
     /// The stored hash of the record at `seq`, if there is one.
     pub async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>> {
         Ok(sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")

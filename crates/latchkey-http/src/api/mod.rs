@@ -839,7 +839,7 @@ async fn create_api_token(
     let (rec, token) = match &req.scopes {
         Some(scopes) => {
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-            app.create_scoped_api_token(&p, &req.name, &scopes).await?
+            app.create_scoped_api_token(&p, &req.name, &scopes, None).await?
         }
         None => app.create_api_token(&p, &req.name).await?,
     };

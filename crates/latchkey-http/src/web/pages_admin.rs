@@ -410,7 +410,7 @@ async fn create_token(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Token
         Err(r) => return r,
     };
     let scope = f.scope.as_deref().unwrap_or(API_SCOPE_ADMIN);
-    match app.create_scoped_api_token(&p, &f.name, &[scope]).await {
+    match app.create_scoped_api_token(&p, &f.name, &[scope], None).await {
         Ok((rec, token)) => render_tokens(ctx, Some((&rec.name, &token)), None, StatusCode::CREATED).await,
         Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_))) {
             Some(r) => render_tokens(ctx, None, Some(&r.message), r.status).await,
