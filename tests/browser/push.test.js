@@ -78,7 +78,8 @@ test("the PWA enrolls, the sign-in page shows the number, the PWA approves it, t
   );
   assert.deepEqual(stored, { extractable: false, type: "private" }, "the private key is a non-extractable CryptoKey");
   const sw = await pwa.evaluate(() => navigator.serviceWorker.ready.then((r) => r.scope));
-  assert.equal(sw, `${base}/authenticator`, "the service worker controls the app (installable)");
+  // The app lives at the server's public URL (pages for people are sent to localhost).
+  assert.equal(sw, `${new URL(enrol.json.enrollment_url).origin}/authenticator`, "the service worker controls the app (installable)");
 
   // The sign-in page.
   const page = await context.newPage();

@@ -1030,7 +1030,8 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
         .web(&mut jar, "POST", "/signin/passkey", &[("next", "/security-info")])
         .await;
     assert_eq!(start.status, StatusCode::OK, "{}", start.body);
-    assert!(jar.cookies.contains_key("lk_flow"), "the flow lives in the browser's cookie");
+    assert!(jar.cookies.contains_key("lk_passkey_flow"), "the flow lives in the browser's cookie");
+    assert!(!jar.cookies.contains_key("lk_flow"), "a username typed meanwhile keeps its own flow");
     let options: Value = serde_json::from_str(&start.body).unwrap();
     let rcr: RequestChallengeResponse = serde_json::from_value(json!({"publicKey": options["publicKey"]})).unwrap();
     let assertion = discoverable_get(&mut pk, rcr, &cred_id, &carol).to_string();
@@ -1039,7 +1040,7 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
             &mut jar,
             "POST",
             "/signin/verify",
-            &[("method", "webauthn"), ("assertion", &assertion), ("next", "/security-info")],
+            &[("method", "webauthn"), ("assertion", &assertion), ("passkey", "1"), ("next", "/security-info")],
         )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
@@ -1057,7 +1058,7 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
             &mut jar,
             "POST",
             "/signin/verify",
-            &[("method", "webauthn"), ("assertion", &assertion), ("next", "/security-info")],
+            &[("method", "webauthn"), ("assertion", &assertion), ("passkey", "1"), ("next", "/security-info")],
         )
         .await;
     assert!(again.status.is_client_error(), "{}", again.status);

@@ -521,7 +521,7 @@ fn webauthn_card(ctx: &Ctx) -> Markup {
                     " Security key " span.muted { "— a USB or NFC key you touch after your password" }
                 }
             }
-            label for="webauthn-label" { "Name (optional)" }
+            label for="webauthn-label" { "Label (optional)" }
             input #webauthn-label type="text" name="label" maxlength="100" placeholder="e.g. Laptop, YubiKey";
             p.hint data-webauthn-status role="status" {}
             noscript { p.hint { "Registering a passkey needs JavaScript in this browser." } }

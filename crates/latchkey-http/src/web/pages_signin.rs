@@ -196,6 +196,9 @@ async fn signin_username(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Us
 
 // ---- later steps -----------------------------------------------------------
 
+/// The flow of a usernameless passkey sign-in (see [`passkey_start`]).
+const PASSKEY_FLOW_COOKIE: &str = "lk_passkey_flow";
+
 pub(super) fn flow_id(ctx: &Ctx) -> Option<String> {
     ctx.jar.get(FLOW_COOKIE).map(|c| c.value().to_owned())
 }
@@ -335,7 +338,7 @@ pub(super) fn step_page(
             @if started {
                 // Not listed among the user's methods (that would tell anyone
                 // who has one), but always possible before the password.
-                (passkey_form(&ctx, t, "/signin/webauthn/challenge", "Sign in with a passkey instead", false))
+                (passkey_form(&ctx, t, "/signin/webauthn/challenge", "Use a passkey instead", false))
             }
         } @else {
             p.notice.error role="alert" {
@@ -409,6 +412,8 @@ struct VerifyForm {
     pass: Option<String>,
     /// The WebAuthn assertion (PublicKeyCredential JSON) passkeys.js put in the form.
     assertion: Option<String>,
+    /// Set by the usernameless passkey form: its flow is in its own cookie.
+    passkey: Option<String>,
     next: Option<String>,
     acr: Option<String>,
     prompt: Option<String>,
@@ -416,7 +421,11 @@ struct VerifyForm {
 
 async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>) -> Response {
     let t = Target::from_parts(f.next.as_deref(), f.acr.as_deref(), f.prompt.as_deref());
-    let Some(id) = flow_id(&ctx) else {
+    let id = match f.passkey {
+        Some(_) => ctx.jar.get(PASSKEY_FLOW_COOKIE).map(|c| c.value().to_owned()),
+        None => flow_id(&ctx),
+    };
+    let Some(id) = id else {
         return restart(ctx, &t, EXPIRED, StatusCode::NOT_FOUND);
     };
     let method = match parse_method(&f.method).filter(|m| supported(*m)) {
@@ -448,6 +457,7 @@ async fn verify(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<VerifyForm>
                 ctx.jar = ctx
                     .jar
                     .remove(removal(FLOW_COOKIE))
+                    .remove(removal(PASSKEY_FLOW_COOKIE))
                     .add(cookie(SESSION_COOKIE, token, ctx.secure));
                 let to_app = t.next.starts_with("/oauth2/");
                 if !o.registration_campaigns.is_empty() && !matches!(t.acr, Some(want) if acr < want) {
@@ -532,6 +542,7 @@ fn passkey_form(ctx: &Ctx, t: &Target, challenge_url: &str, button: &str, autofi
             (t.hidden())
             input type="hidden" name="method" value=(VerifyMethod::Webauthn.as_str());
             input type="hidden" name="assertion" value="";
+            @if autofill { input type="hidden" name="passkey" value="1"; }
             p.or { span { "or" } }
             button type="submit" { (button) }
             p.hint data-webauthn-status role="status" {}
@@ -545,7 +556,9 @@ async fn passkey_start(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Targ
     let t = Target::from_parts(f.next.as_deref(), f.acr.as_deref(), f.prompt.as_deref());
     match app.passkey_signin_start(&web_context(&ctx, &t)).await {
         Ok(s) => {
-            let mut c = cookie(FLOW_COOKIE, s.flow.flow_id, ctx.secure);
+            // Its own cookie: the autofill request starts this flow while the
+            // person may be typing a username, whose flow must not be replaced.
+            let mut c = cookie(PASSKEY_FLOW_COOKIE, s.flow.flow_id, ctx.secure);
             c.set_max_age(time::Duration::seconds(FLOW_LIFETIME_SECS));
             let body = serde_json::json!({ "publicKey": crate::api::webauthn::public_key_of(&s.options) });
             (ctx.jar.add(c), axum::Json(body)).into_response()
