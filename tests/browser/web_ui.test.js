@@ -211,11 +211,13 @@ test("signs in with password + TOTP; a wrong code shows an error", async () => {
 
 test("the admin creates a user", async () => {
   await review("admin-users");
-  await page.getByLabel("Username").fill("alice");
-  await page.getByLabel("Display name").fill("Alice Example");
-  await page.getByLabel("Department (optional)").fill("Finance");
-  await page.getByLabel("Groups (optional, comma-separated)").fill("staff, finance");
-  await page.getByRole("checkbox", { name: "Helpdesk" }).check();
+  // The page also has a roles form with its own Username field and role boxes.
+  const create = page.getByRole("region", { name: "Create a user" });
+  await create.getByLabel("Username").fill("alice");
+  await create.getByLabel("Display name").fill("Alice Example");
+  await create.getByLabel("Department (optional)").fill("Finance");
+  await create.getByLabel("Groups (optional, comma-separated)").fill("staff, finance");
+  await create.getByRole("checkbox", { name: "Helpdesk" }).check();
   await submit("Create user");
   await page.getByText("User 'alice' was created").waitFor();
   const row = page.locator("tbody tr", { hasText: "Alice Example" });
@@ -224,11 +226,11 @@ test("the admin creates a user", async () => {
   await shot("admin-user-created");
 
   // A duplicate is refused with a message, and the form keeps what was typed.
-  await page.getByLabel("Username").fill("alice");
-  await page.getByLabel("Display name").fill("Alice Again");
+  await create.getByLabel("Username").fill("alice");
+  await create.getByLabel("Display name").fill("Alice Again");
   await submit("Create user");
   await page.getByRole("alert").filter({ hasText: "already exists" }).waitFor();
-  assert.equal(await page.getByLabel("Display name").inputValue(), "Alice Again");
+  assert.equal(await create.getByLabel("Display name").inputValue(), "Alice Again");
 });
 
 test("a form post without a valid CSRF token is refused", async () => {

@@ -144,7 +144,8 @@ pub async fn restore(
         )));
     }
     let keys = Keys::load_or_create(data_dir)?;
-    let store = Store::restore_sqlite(file, data_dir).await?;
+    // The chain is verified under the key the backup was written with.
+    let store = Store::restore_sqlite(file, data_dir).await?.with_audit_key(keys.audit_chain_key());
     let db = data_dir.join("latchkey.db");
     let result = finish_restore(file, store.clone(), keys, config, clock).await;
     if result.is_err() {
