@@ -93,6 +93,16 @@ pub fn is_privileged(roles: &[Role]) -> bool {
     !roles.is_empty()
 }
 
+/// How long someone who lost a role is still treated as privileged by the
+/// two-person rule: otherwise one administrator could remove another's role
+/// (which applies at once) and then reset their password alone.
+pub const ROLE_REMOVAL_GRACE_SECS: i64 = 7 * 86_400;
+
+/// Privileged now, or lost a role less than [`ROLE_REMOVAL_GRACE_SECS`] ago.
+pub fn is_privileged_at(roles: &[Role], roles_removed_at: Option<i64>, now: i64) -> bool {
+    is_privileged(roles) || roles_removed_at.is_some_and(|t| now - t < ROLE_REMOVAL_GRACE_SECS)
+}
+
 /// A user account's state; `crate::account` holds its transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

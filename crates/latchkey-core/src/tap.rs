@@ -276,11 +276,19 @@ impl ChangeKind {
     }
 }
 
-/// Asking for a change: nobody asks for one to their own account (their own
+/// Asking for a change: a named person asks (a signed-in user, or an API
+/// token that has an owner), never for their own account (their own
 /// recovery goes through a colleague, and their own security info through
-/// their own sign-in). `requester` and `subject` are user ids.
+/// their own sign-in). `requester` and `subject` are user ids. An owner-less
+/// token cannot ask: its request could only be told apart from its owner's
+/// approval by actor strings, which one person can hold many of.
 pub fn check_change_request(requester: Option<&str>, subject: Option<&str>) -> Result<(), CoreError> {
-    if requester.is_some() && requester == subject {
+    let Some(requester) = requester else {
+        return Err(CoreError::Forbidden(
+            "privileged changes are requested by a named person: sign in, or use an API token that has an owner".into(),
+        ));
+    };
+    if Some(requester) == subject {
         return Err(CoreError::Forbidden(
             "nobody may request a privileged change or pass for themselves".into(),
         ));
@@ -289,22 +297,22 @@ pub fn check_change_request(requester: Option<&str>, subject: Option<&str>) -> R
 }
 
 /// The two-person rule, on humans (user ids), never on actor strings: one
-/// person holds many sessions and tokens. The approver must be a named
-/// person, neither the requester nor the person the change is for.
-/// `legacy_same_actor` covers requests recorded before requesters were
-/// (requester unknown): then the actor strings must at least differ.
-pub fn check_approval(
-    requester: Option<&str>,
-    approver: Option<&str>,
-    subject: Option<&str>,
-    legacy_same_actor: bool,
-) -> Result<(), CoreError> {
+/// person holds many sessions and tokens. The requester and the approver
+/// must both be named people, different from each other and from the person
+/// the change is for. A request without a known requester (recorded before
+/// requesters were) is never approved: it is asked for again.
+pub fn check_approval(requester: Option<&str>, approver: Option<&str>, subject: Option<&str>) -> Result<(), CoreError> {
     let Some(approver) = approver else {
         return Err(CoreError::Forbidden(
             "approvals need a named person: sign in, or use an API token that has an owner".into(),
         ));
     };
-    if requester == Some(approver) || (requester.is_none() && legacy_same_actor) {
+    let Some(requester) = requester else {
+        return Err(CoreError::Forbidden(
+            "this request names no person who asked for it; ask again as a named person".into(),
+        ));
+    };
+    if requester == approver {
         return Err(CoreError::Forbidden(
             "the approver must be someone other than the requester".into(),
         ));
@@ -420,17 +428,18 @@ mod tests {
     #[test]
     fn two_person_rule_compares_people() {
         // Requester and approver are one person (two tokens of theirs).
-        assert!(check_approval(Some("u1"), Some("u1"), Some("u2"), false).is_err());
+        assert!(check_approval(Some("u1"), Some("u1"), Some("u2")).is_err());
         // An ownerless token or the local operator approves nothing.
-        assert!(check_approval(Some("u1"), None, Some("u2"), false).is_err());
+        assert!(check_approval(Some("u1"), None, Some("u2")).is_err());
         // Nobody approves for themselves.
-        assert!(check_approval(Some("u1"), Some("u2"), Some("u2"), false).is_err());
-        assert!(check_approval(Some("u1"), Some("u3"), Some("u2"), false).is_ok());
-        // A request of unknown requester: the actor strings must differ.
-        assert!(check_approval(None, Some("u3"), Some("u2"), true).is_err());
-        assert!(check_approval(None, Some("u3"), Some("u2"), false).is_ok());
+        assert!(check_approval(Some("u1"), Some("u2"), Some("u2")).is_err());
+        assert!(check_approval(Some("u1"), Some("u3"), Some("u2")).is_ok());
+        // A request of unknown requester is never approved, whoever approves.
+        assert!(check_approval(None, Some("u3"), Some("u2")).is_err());
         assert!(check_change_request(Some("u2"), Some("u2")).is_err());
-        assert!(check_change_request(None, Some("u2")).is_ok());
+        // An owner-less token asks for nothing (finding 1 of the second review).
+        assert!(check_change_request(None, Some("u2")).is_err());
+        assert!(check_change_request(Some("u1"), Some("u2")).is_ok());
         for k in ChangeKind::ALL {
             assert_eq!(ChangeKind::parse(k.as_str()).unwrap(), k);
         }

@@ -299,7 +299,9 @@ async fn helpdesk_cannot_become_an_auditor(h: Harness) {
         .await
         .expect_problem(StatusCode::FORBIDDEN, "forbidden");
     // An administrator's pass for an auditor waits for a second person too.
-    h.issue_tap(&h.admin, "aud", json!({}))
+    h.create_user("boss", &["admin"]).await;
+    let boss = h.owned_token("boss-token", "boss").await;
+    h.issue_tap(&boss, "aud", json!({}))
         .await
         .expect(StatusCode::ACCEPTED);
     let (_, methods) = h.app.methods(&Principal::Operator, "aud").await.unwrap();
@@ -776,4 +778,70 @@ both_backends!(
     doctor_warns_with_fewer_than_two_admins,
     finding3_doctor_warns_with_fewer_than_two_admins_sqlite,
     finding3_doctor_warns_with_fewer_than_two_admins_postgres
+);
+
+// ---- second review: no request without a person; no takeover by demotion ----
+
+/// A token without an owner asks for no privileged change: its request
+/// could otherwise be approved by the very person holding the token.
+async fn an_ownerless_token_requests_no_privileged_change(h: Harness) {
+    let a = h.user_with_totp("alice", &["admin"]).await;
+    h.user_with_totp("bob", &["admin"]).await;
+    let alice = h.signin_mfa("alice", &a).await;
+    let (_, ownerless) = h
+        .app
+        .create_scoped_api_token(&Principal::Operator, "legacy", &["admin"], None)
+        .await
+        .unwrap();
+    h.put("/api/v1/users/bob/password", Some(&ownerless), json!({ "password": "another passphrase 42" }))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+    h.issue_tap(&ownerless, "bob", json!({}))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+    // Nothing waits for alice to approve.
+    let pending = h
+        .get("/api/v1/change-requests?state=pending_approval", Some(&alice))
+        .await;
+    pending.expect(StatusCode::OK);
+    assert_eq!(pending.json.as_array().unwrap().len(), 0, "{}", pending.json);
+    assert!(password_works(&h, "bob", PASSWORD).await);
+}
+both_backends!(
+    an_ownerless_token_requests_no_privileged_change,
+    review2_an_ownerless_token_requests_no_privileged_change_sqlite,
+    review2_an_ownerless_token_requests_no_privileged_change_postgres
+);
+
+/// Removing a role applies at once, but the person stays under the
+/// two-person rule for a while: demotion is no first step of a takeover.
+async fn removing_a_role_is_no_first_step_of_a_takeover(h: Harness) {
+    let a = h.user_with_totp("alice", &["admin"]).await;
+    h.user_with_totp("bob", &["admin"]).await;
+    h.user_with_totp("carol", &["admin"]).await;
+    let alice = h.signin_mfa("alice", &a).await;
+    h.call(
+        axum::http::Method::PATCH,
+        "/api/v1/users/bob",
+        Some(&alice),
+        Some(json!({ "roles": [] })),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert!(h.app.user("bob").await.unwrap().roles.is_empty(), "the removal applied at once");
+    h.put("/api/v1/users/bob/password", Some(&alice), json!({ "password": "another passphrase 42" }))
+        .await
+        .expect_problem(StatusCode::CONFLICT, "approval-required");
+    h.post("/api/v1/users/bob/methods/totp", Some(&alice), json!({}))
+        .await
+        .expect_problem(StatusCode::CONFLICT, "approval-required");
+    h.issue_tap(&alice, "bob", json!({}))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert!(password_works(&h, "bob", PASSWORD).await);
+}
+both_backends!(
+    removing_a_role_is_no_first_step_of_a_takeover,
+    review2_removing_a_role_is_no_first_step_of_a_takeover_sqlite,
+    review2_removing_a_role_is_no_first_step_of_a_takeover_postgres
 );

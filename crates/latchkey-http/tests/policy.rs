@@ -807,13 +807,16 @@ async fn moving_a_user_to_another_department_changes_which_policies_apply() {
         v["detail"].as_str().unwrap().contains("last active administrator"),
         "{v}"
     );
-    // Granting the role over the API waits for a second person (the
-    // insider tests walk that flow); the local operator grants it directly.
+    // Granting the role over the API is never one caller's act: this
+    // owner-less token may not even ask (with an owner it would be a request
+    // for a second person, which the insider tests walk); the local operator
+    // grants it directly.
     let (s, v) = e
         .call("PATCH", "/api/v1/users/dora", true, Some(json!({ "roles": ["admin"] })))
         .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert_eq!(v["type"], "urn:latchkey:problem:approval-required", "{v}");
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("named person"), "{v}");
+    assert!(e.app.user("dora").await.unwrap().roles.is_empty());
     let change = latchkey_service::users::UserChange {
         roles: Some(vec!["admin".into()]),
         ..Default::default()

@@ -291,7 +291,7 @@ impl App {
     /// Finishing an enrolment (its QR code, its first code): the same rules
     /// as starting one, where an approved start covers its method.
     async fn require_enrolment(&self, p: &Principal, user: &UserRecord, method_id: &str) -> ServiceResult<()> {
-        if !two_person_rule_applies(p, user) {
+        if !two_person_rule_applies(p, user, self.now()) {
             return self.require_register(p, user).await;
         }
         p.require_admin()?;

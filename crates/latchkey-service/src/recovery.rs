@@ -73,8 +73,8 @@ fn removal_subject(case_id: &str, input: &StepInput) -> String {
 /// a privileged user (any role), changed by someone other than themself.
 /// The local operator is exempt: it holds the master key and the database,
 /// so an approval could not bind it.
-pub(crate) fn two_person_rule_applies(p: &Principal, user: &UserRecord) -> bool {
-    user.privileged() && !p.acts_for(user) && !matches!(p, Principal::Operator)
+pub(crate) fn two_person_rule_applies(p: &Principal, user: &UserRecord, now: i64) -> bool {
+    user.privileged_at(now) && !p.acts_for(user) && !matches!(p, Principal::Operator)
 }
 
 /// Whether `p` is the one who asked for `req`: the same person, or for a
@@ -162,7 +162,7 @@ impl App {
         subject: &str,
         approval: Option<&str>,
     ) -> ServiceResult<Option<TapRequestRecord>> {
-        if !two_person_rule_applies(p, user) {
+        if !two_person_rule_applies(p, user, self.now()) {
             return Ok(None);
         }
         self.second_person_gate(p, user, kind, subject, approval)
@@ -288,12 +288,7 @@ impl App {
                 }
             }
         }
-        check_approval(
-            req.requester_user_id.as_deref(),
-            p.human_id(),
-            Some(&req.user_id),
-            req.requested_by == p.actor(),
-        )?;
+        check_approval(req.requester_user_id.as_deref(), p.human_id(), Some(&req.user_id))?;
         let user = self
             .store
             .user_by_id(&req.user_id)
@@ -743,7 +738,7 @@ impl App {
                     now,
                 )?;
                 let vjson = serde_json::to_value(&verification).expect("verification serialises");
-                if two_person_rule_applies(p, &user) {
+                if two_person_rule_applies(p, &user, self.now()) {
                     // Two people: the request is approved by a second
                     // helpdesk member and issued by the requester first; the
                     // step then records that issued request.

@@ -93,7 +93,7 @@ impl App {
             ));
         }
         let user = self.user(username).await?;
-        if user.privileged() && !p.is_admin() {
+        if user.privileged_at(self.now()) && !p.is_admin() {
             // A pass signs in as its user: a helpdesk agent must not be able
             // to become an administrator with one.
             return Err(ServiceError::Forbidden(
@@ -112,7 +112,8 @@ impl App {
         };
         let grant = self.config.tap.validate(&request, now)?;
         let verification = serde_json::to_value(&verification).expect("verification serialises");
-        if two_person_rule_applies(p, &user) {
+        if two_person_rule_applies(p, &user, self.now()) {
+            tap::check_change_request(p.human_id(), Some(&user.id))?;
             let id = new_id();
             let mut tx = self.store.write().await?;
             tx.insert_change_request(

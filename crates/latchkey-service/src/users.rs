@@ -131,7 +131,8 @@ impl App {
         if let Some(req) = &approved {
             self.consume_change(&mut tx, req, None).await?;
         }
-        tx.update_user_profile(&before.id, &new, self.now()).await?;
+        let roles_removed = before.roles.iter().any(|r| !new.roles.contains(r));
+        tx.update_user_profile(&before.id, &new, roles_removed, self.now()).await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
@@ -214,7 +215,7 @@ impl App {
     /// needs a second approver: here it is refused, and the operations that
     /// take an approval go through [`App::authorize_credential_change`].
     pub(crate) async fn require_register(&self, p: &Principal, target: &UserRecord) -> ServiceResult<()> {
-        if two_person_rule_applies(p, target) {
+        if two_person_rule_applies(p, target, self.now()) {
             return Err(ServiceError::Forbidden(format!(
                 "'{}' holds a role: someone else's change to their security info needs a second approver \
                  (a password, authenticator app, recovery codes or removal can be requested; other methods \
@@ -258,7 +259,7 @@ impl App {
         subject: &str,
         approval: Option<&str>,
     ) -> ServiceResult<Option<latchkey_store::TapRequestRecord>> {
-        if two_person_rule_applies(p, target) {
+        if two_person_rule_applies(p, target, self.now()) {
             // Only administrators change someone else's security info; check
             // before a request is recorded that could never be used.
             p.require_admin()?;

@@ -26,6 +26,8 @@ pub struct UserRecord {
     /// Why the account was disabled or deleted, and when its state last changed.
     pub state_reason: Option<String>,
     pub state_changed_at: Option<i64>,
+    /// When the user last lost a role (unix seconds).
+    pub roles_removed_at: Option<i64>,
     pub password_hash: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -34,6 +36,10 @@ pub struct UserRecord {
 impl UserRecord {
     pub fn privileged(&self) -> bool {
         latchkey_core::model::is_privileged(&self.roles)
+    }
+    /// For the two-person rule: privileged, or lost a role recently.
+    pub fn privileged_at(&self, now: i64) -> bool {
+        latchkey_core::model::is_privileged_at(&self.roles, self.roles_removed_at, now)
     }
     pub fn is_admin(&self) -> bool {
         self.roles.contains(&Role::Admin)
@@ -52,6 +58,7 @@ pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord> {
         state: UserState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("user state '{state}'")))?,
         state_reason: r.try_get("state_reason")?,
         state_changed_at: r.try_get("state_changed_at")?,
+        roles_removed_at: r.try_get("roles_removed_at")?,
         password_hash: r.try_get("password_hash")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -89,6 +96,7 @@ impl WriteTx {
             state: UserState::Active,
             state_reason: None,
             state_changed_at: None,
+            roles_removed_at: None,
             password_hash: None,
             created_at: now,
             updated_at: now,
@@ -97,9 +105,12 @@ impl WriteTx {
 
     /// Replace a user's directory attributes (what conditional access and
     /// rollout waves select on).
-    pub async fn update_user_profile(&mut self, user_id: &str, u: &NewUser, now: i64) -> Result<()> {
+    /// `roles_removed` records that a role was taken away (now).
+    pub async fn update_user_profile(&mut self, user_id: &str, u: &NewUser, roles_removed: bool, now: i64) -> Result<()> {
         let n = sqlx::query(
-            "UPDATE users SET display_name = $1, department = $2, groups_json = $3, roles_json = $4, updated_at = $5 WHERE id = $6",
+            "UPDATE users SET display_name = $1, department = $2, groups_json = $3, roles_json = $4, updated_at = $5,
+                roles_removed_at = CASE WHEN $7 = 1 THEN $5 ELSE roles_removed_at END
+             WHERE id = $6",
         )
         .bind(&u.display_name)
         .bind(u.department.clone())
@@ -107,6 +118,7 @@ impl WriteTx {
         .bind(to_json(&u.roles))
         .bind(now)
         .bind(user_id)
+        .bind(i64::from(roles_removed))
         .execute(self.conn())
         .await?
         .rows_affected();
