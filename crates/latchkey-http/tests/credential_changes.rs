@@ -15,6 +15,7 @@ use serde_json::json;
 backends! {
     case_an_administrators_change_ends_every_session => sqlite_an_administrators_change_ends_every_session, postgres_an_administrators_change_ends_every_session;
     case_ones_own_change_keeps_the_current_session => sqlite_ones_own_change_keeps_the_current_session, postgres_ones_own_change_keeps_the_current_session;
+    case_a_lost_device_ends_every_session => sqlite_a_lost_device_ends_every_session, postgres_a_lost_device_ends_every_session;
 }
 
 async fn alive(h: &Harness, session: &str) -> bool {
@@ -113,4 +114,31 @@ async fn case_ones_own_change_keeps_the_current_session(h: Harness) {
     h.start_with_password("ben", PASSWORD)
         .await
         .expect_problem(StatusCode::UNAUTHORIZED, "invalid-credentials");
+}
+
+/// A lost phone's factors may have opened sessions anywhere: marking it lost
+/// ends every session of the user, not only those opened on the phone.
+async fn case_a_lost_device_ends_every_session(h: Harness) {
+    let secret = h.user_with_totp("ana", &[]).await;
+    let r = h
+        .post(
+            "/api/v1/users/ana/devices",
+            Some(&h.admin.clone()),
+            json!({ "name": "Ana's phone", "platform": "ios", "ownership": "corporate" }),
+        )
+        .await;
+    r.expect(StatusCode::CREATED);
+    let phone = r.json["id"].as_str().unwrap().to_owned();
+    // Sessions opened from elsewhere (no device named).
+    let (a, b) = (h.signin_mfa("ana", &secret).await, h.signin_mfa("ana", &secret).await);
+    h.post(&format!("/api/v1/devices/{phone}/lost"), Some(&h.admin.clone()), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert!(
+        !alive(&h, &a).await && !alive(&h, &b).await,
+        "a lost device ends every session of its user"
+    );
+    let events = h.all_audit_events().await;
+    let lost = events.iter().find(|e| e["action"] == "device.lost").unwrap();
+    assert_eq!(lost["details"]["sessions_ended"], 2, "{lost}");
 }

@@ -135,7 +135,8 @@ async fn two_person_approval_is_two_people(h: Harness) {
     .expect(StatusCode::CREATED);
 
     // A token's owner must be an administrator when it is admin-scoped, and
-    // an owner who lost the role no longer approves through it.
+    // an owner who lost the role no longer acts through it at all (approving
+    // included): the token holds no more than its owner.
     h.create_user("dave", &[]).await;
     assert!(h
         .app
@@ -143,6 +144,7 @@ async fn two_person_approval_is_two_people(h: Harness) {
         .await
         .is_err());
     let carol_token = h.owned_token("carol-token", "carol").await;
+    h.get("/api/v1/users", Some(&carol_token)).await.expect(StatusCode::OK);
     let r = h.issue_tap(&alice_token, "bob", json!({})).await;
     let id = request_id(&r);
     h.call(
@@ -155,7 +157,10 @@ async fn two_person_approval_is_two_people(h: Harness) {
     .expect(StatusCode::OK);
     approve(&h, &id, &carol_token)
         .await
-        .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        .expect_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    h.get("/api/v1/users", Some(&carol_token))
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 both_backends!(
     two_person_approval_is_two_people,

@@ -527,13 +527,24 @@ impl App {
     ) -> ServiceResult<(Vec<String>, u64)> {
         let from: DeviceState = parse_enum(&device.state, "device state", "active, lost, retired")?;
         let to = from.transition(to)?;
-        let (methods, sessions) = tx.end_device(&device.id, to.as_str(), now).await?;
+        let (methods, mut sessions) = tx.end_device(&device.id, to.as_str(), now).await?;
+        // A lost device's factors may already have opened sessions elsewhere
+        // (a thief's laptop, an OIDC application): they all end, with their
+        // grants, as after any credential change by someone else.
+        let mut grants = 0;
+        if to == DeviceState::Lost {
+            let (s, g) = self
+                .end_sessions_for_credential_change(tx, p, user, "device_lost", now)
+                .await?;
+            sessions += s;
+            grants = g;
+        }
         tx.audit(
             &AuditEntry::new(
                 p.actor(),
                 if to == DeviceState::Lost { "device.lost" } else { "device.retire" },
                 format!("user:{}", user.username),
-                json!({ "device_id": device.id, "name": device.name, "revoked_methods": methods, "sessions_ended": sessions }),
+                json!({ "device_id": device.id, "name": device.name, "revoked_methods": methods, "sessions_ended": sessions, "oidc_grants_revoked": grants }),
             ),
             self.clock.now_ms(),
         )

@@ -17,6 +17,21 @@ impl App {
         let now = self.now();
         if bearer.starts_with(API_TOKEN_PREFIX) && bearer.len() < 200 {
             if let Some(t) = self.store.api_token_by_hash(&self.hash("api token", bearer)).await? {
+                // A token acts for its owner and holds no more than they do:
+                // an admin-scoped token stops when its owner is no longer an
+                // active administrator (demoted, disabled), not only when revoked.
+                if let Some(owner_id) = t.owner_user_id.as_deref() {
+                    if t.scopes.iter().any(|s| s == API_SCOPE_ADMIN) {
+                        let holds = self
+                            .store
+                            .user_by_id(owner_id)
+                            .await?
+                            .is_some_and(|o| o.state == UserState::Active && o.is_admin());
+                        if !holds {
+                            return Err(ServiceError::Unauthenticated);
+                        }
+                    }
+                }
                 return Ok(Principal::ApiToken(t));
             }
         } else if bearer.starts_with(SESSION_PREFIX) && bearer.len() < 200 {
