@@ -296,6 +296,15 @@ pub fn check_change_request(requester: Option<&str>, subject: Option<&str>) -> R
     Ok(())
 }
 
+/// How long an approval may wait to be used: a second person approves a
+/// change they can still picture, not one made weeks later.
+pub const APPROVAL_VALID_SECS: i64 = 24 * 3600;
+
+/// Whether an approval given at `decided_at` is too old to use at `now`.
+pub fn approval_expired(decided_at: Option<i64>, now: i64) -> bool {
+    decided_at.is_none_or(|t| now - t > APPROVAL_VALID_SECS)
+}
+
 /// The two-person rule, on humans (user ids), never on actor strings: one
 /// person holds many sessions and tokens. The requester and the approver
 /// must both be named people, different from each other and from the person
@@ -440,6 +449,9 @@ mod tests {
         // An owner-less token asks for nothing (finding 1 of the second review).
         assert!(check_change_request(None, Some("u2")).is_err());
         assert!(check_change_request(Some("u1"), Some("u2")).is_ok());
+        assert!(!approval_expired(Some(100), 100 + APPROVAL_VALID_SECS));
+        assert!(approval_expired(Some(100), 101 + APPROVAL_VALID_SECS));
+        assert!(approval_expired(None, 100));
         for k in ChangeKind::ALL {
             assert_eq!(ChangeKind::parse(k.as_str()).unwrap(), k);
         }

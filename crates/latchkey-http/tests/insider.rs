@@ -850,3 +850,29 @@ both_backends!(
     review2_removing_a_role_is_no_first_step_of_a_takeover_sqlite,
     review2_removing_a_role_is_no_first_step_of_a_takeover_postgres
 );
+
+/// An approval is used within a day or not at all.
+async fn an_approval_is_used_within_a_day(h: Harness) {
+    let a = h.user_with_totp("alice", &["admin"]).await;
+    h.user_with_totp("bob", &["admin"]).await;
+    let c = h.user_with_totp("carol", &["admin"]).await;
+    let alice = h.signin_mfa("alice", &a).await;
+    let carol = h.signin_mfa("carol", &c).await;
+    let body = json!({ "password": "another passphrase 42" });
+    let r = h.put("/api/v1/users/bob/password", Some(&alice), body.clone()).await;
+    r.expect_problem(StatusCode::CONFLICT, "approval-required");
+    let id = request_id(&r);
+    approve(&h, &id, &carol).await.expect(StatusCode::OK);
+    h.clock.advance(24 * 3600 + 1);
+    // The sessions have gone stale too; alice signs in again.
+    let alice = h.signin_mfa("alice", &a).await;
+    h.put(&format!("/api/v1/users/bob/password?approval={id}"), Some(&alice), body)
+        .await
+        .expect_problem(StatusCode::CONFLICT, "invalid-state");
+    assert!(password_works(&h, "bob", PASSWORD).await);
+}
+both_backends!(
+    an_approval_is_used_within_a_day,
+    review2_an_approval_is_used_within_a_day_sqlite,
+    review2_an_approval_is_used_within_a_day_postgres
+);

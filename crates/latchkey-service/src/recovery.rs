@@ -233,6 +233,12 @@ impl App {
         req: &TapRequestRecord,
         result_id: Option<&str>,
     ) -> ServiceResult<()> {
+        if latchkey_core::tap::approval_expired(req.decided_at, self.now()) {
+            return Err(ServiceError::InvalidState(format!(
+                "the approval of request {} is more than a day old; ask again",
+                req.id
+            )));
+        }
         if !tx
             .decide_tap_request(&req.id, "approved", "used", None, result_id, self.now())
             .await?
@@ -318,6 +324,7 @@ impl App {
             let exception_id = self.make_approved_exception(&mut tx, p, &req).await?;
             let approved = TapRequestRecord {
                 state: "approved".into(),
+                decided_at: Some(now),
                 ..req.clone()
             };
             self.consume_change(&mut tx, &approved, Some(&exception_id)).await?;
