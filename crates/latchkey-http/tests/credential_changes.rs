@@ -131,9 +131,13 @@ async fn case_a_lost_device_ends_every_session(h: Harness) {
     let phone = r.json["id"].as_str().unwrap().to_owned();
     // Sessions opened from elsewhere (no device named).
     let (a, b) = (h.signin_mfa("ana", &secret).await, h.signin_mfa("ana", &secret).await);
-    h.post(&format!("/api/v1/devices/{phone}/lost"), Some(&h.admin.clone()), json!({}))
-        .await
-        .expect(StatusCode::OK);
+    h.post(
+        &format!("/api/v1/devices/{phone}/lost"),
+        Some(&h.admin.clone()),
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
     assert!(
         !alive(&h, &a).await && !alive(&h, &b).await,
         "a lost device ends every session of its user"

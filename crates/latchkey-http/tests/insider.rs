@@ -306,9 +306,7 @@ async fn helpdesk_cannot_become_an_auditor(h: Harness) {
     // An administrator's pass for an auditor waits for a second person too.
     h.create_user("boss", &["admin"]).await;
     let boss = h.owned_token("boss-token", "boss").await;
-    h.issue_tap(&boss, "aud", json!({}))
-        .await
-        .expect(StatusCode::ACCEPTED);
+    h.issue_tap(&boss, "aud", json!({})).await.expect(StatusCode::ACCEPTED);
     let (_, methods) = h.app.methods(&Principal::Operator, "aud").await.unwrap();
     assert!(methods.is_empty());
     assert!(h
@@ -798,9 +796,13 @@ async fn an_ownerless_token_requests_no_privileged_change(h: Harness) {
         .create_scoped_api_token(&Principal::Operator, "legacy", &["admin"], None)
         .await
         .unwrap();
-    h.put("/api/v1/users/bob/password", Some(&ownerless), json!({ "password": "another passphrase 42" }))
-        .await
-        .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+    h.put(
+        "/api/v1/users/bob/password",
+        Some(&ownerless),
+        json!({ "password": "another passphrase 42" }),
+    )
+    .await
+    .expect_problem(StatusCode::FORBIDDEN, "forbidden");
     h.issue_tap(&ownerless, "bob", json!({}))
         .await
         .expect_problem(StatusCode::FORBIDDEN, "forbidden");
@@ -833,16 +835,21 @@ async fn removing_a_role_is_no_first_step_of_a_takeover(h: Harness) {
     )
     .await
     .expect(StatusCode::OK);
-    assert!(h.app.user("bob").await.unwrap().roles.is_empty(), "the removal applied at once");
-    h.put("/api/v1/users/bob/password", Some(&alice), json!({ "password": "another passphrase 42" }))
-        .await
-        .expect_problem(StatusCode::CONFLICT, "approval-required");
+    assert!(
+        h.app.user("bob").await.unwrap().roles.is_empty(),
+        "the removal applied at once"
+    );
+    h.put(
+        "/api/v1/users/bob/password",
+        Some(&alice),
+        json!({ "password": "another passphrase 42" }),
+    )
+    .await
+    .expect_problem(StatusCode::CONFLICT, "approval-required");
     h.post("/api/v1/users/bob/methods/totp", Some(&alice), json!({}))
         .await
         .expect_problem(StatusCode::CONFLICT, "approval-required");
-    h.issue_tap(&alice, "bob", json!({}))
-        .await
-        .expect(StatusCode::ACCEPTED);
+    h.issue_tap(&alice, "bob", json!({})).await.expect(StatusCode::ACCEPTED);
     assert!(password_works(&h, "bob", PASSWORD).await);
 }
 both_backends!(

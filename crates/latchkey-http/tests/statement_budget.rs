@@ -103,7 +103,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StatementCounter {
             || head.starts_with("COMMIT")
             || head.starts_with("PRAGMA")
             || head.starts_with("SAVEPOINT")
-            || head.starts_with("RELEASE") {
+            || head.starts_with("RELEASE")
+        {
             return;
         }
         seen().lock().unwrap().entry(probe).or_default().push(sql);

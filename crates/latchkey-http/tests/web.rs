@@ -811,18 +811,28 @@ async fn the_backup_button_writes_a_server_side_copy_for_admins() {
     let (app, _) = app_with(move |c| c.backup_dir = Some(dir)).await;
     let boot = app.bootstrap_if_empty().await.unwrap().unwrap();
     let mut b = Browser::new(&app, "127.0.0.1");
-    b.sign_in("/admin/backup", "admin", &[("temporary_access_pass", "pass", &boot.pass)])
-        .await;
+    b.sign_in(
+        "/admin/backup",
+        "admin",
+        &[("temporary_access_pass", "pass", &boot.pass)],
+    )
+    .await;
     let page = b.get("/admin/backup").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Back up now") && page.body.contains("key file is not in the backup"));
     let made = b.post("/admin/backup", &[]).await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
     assert!(made.body.contains("id=\"backup-result\""), "{}", made.body);
-    let files: Vec<_> = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let files: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].to_string_lossy().into_owned();
-    assert!(name.starts_with("latchkey-") && name.contains("-audit-") && name.ends_with(".db"), "{name}");
+    assert!(
+        name.starts_with("latchkey-") && name.contains("-audit-") && name.ends_with(".db"),
+        "{name}"
+    );
     assert!(made.body.contains(&name));
     // Without the CSRF token the button does nothing.
     let forged = b.post_raw("/admin/backup", &[], &[]).await;
@@ -851,12 +861,19 @@ async fn a_browser_at_a_loopback_ip_goes_to_localhost_where_passkeys_work() {
     let page = b.get_with("/signin?next=/admin/users", &nav).await;
     assert_eq!(page.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(page.location(), "http://localhost:8080/signin?next=/admin/users");
-    let page = b.get_with("/security-info", &[("host", "[::1]:8080"), ("sec-fetch-mode", "navigate")]).await;
+    let page = b
+        .get_with(
+            "/security-info",
+            &[("host", "[::1]:8080"), ("sec-fetch-mode", "navigate")],
+        )
+        .await;
     assert_eq!(page.location(), "http://localhost:8080/security-info");
     // Scripts and API clients keep the address they were given.
     let page = b.get_with("/signin", &[("host", "127.0.0.1:8080")]).await;
     assert_eq!(page.status, StatusCode::OK);
-    let page = b.get_with("/signin", &[("host", "localhost:8080"), ("sec-fetch-mode", "navigate")]).await;
+    let page = b
+        .get_with("/signin", &[("host", "localhost:8080"), ("sec-fetch-mode", "navigate")])
+        .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.body.contains("only work at"), "no warning at the right address");
 }
@@ -868,13 +885,14 @@ async fn a_page_at_another_address_names_the_one_passkeys_need() {
     let page = b.get_with("/signin", &[("host", "10.0.0.7:8443")]).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
-        page.body.contains("Passkeys and security keys only work at")
-            && page.body.contains("https://mfa.example.com"),
+        page.body.contains("Passkeys and security keys only work at") && page.body.contains("https://mfa.example.com"),
         "{}",
         page.body
     );
     // Another host is never sent elsewhere: only loopback, only for localhost.
-    let page = b.get_with("/signin", &[("host", "127.0.0.1:8443"), ("sec-fetch-mode", "navigate")]).await;
+    let page = b
+        .get_with("/signin", &[("host", "127.0.0.1:8443"), ("sec-fetch-mode", "navigate")])
+        .await;
     assert_eq!(page.status, StatusCode::OK);
     let page = b.get_with("/signin", &[("host", "mfa.example.com")]).await;
     assert!(!page.body.contains("only work at"));
@@ -890,7 +908,10 @@ async fn the_pass_is_asked_first_when_the_user_has_one_or_no_password() {
     b.post("/signin", &[("username", "admin")]).await;
     let step = b.get("/signin/continue?next=/security-info").await;
     assert!(step.body.contains("Enter your Temporary Access Pass"), "{}", step.body);
-    assert!(step.body.contains("Use my password"), "the password stays one choice away");
+    assert!(
+        step.body.contains("Use my password"),
+        "the password stays one choice away"
+    );
 
     // A user with a password and nothing from the helpdesk: the password.
     user_with_totp(&app, &clock, "omar").await;
@@ -938,13 +959,21 @@ async fn recovery_codes_are_shown_after_a_redirect_and_a_reload_never_makes_new_
     // Reload: the same codes, and still one set (the first code still works below).
     let reloaded = b.get("/security-info/recovery-codes").await;
     assert_eq!(codes_of(&reloaded.body), codes);
-    let events = app.audit_page(&Principal::Operator, 0, 10_000, None).await.unwrap().events;
+    let events = app
+        .audit_page(&Principal::Operator, 0, 10_000, None)
+        .await
+        .unwrap()
+        .events;
     let made: Vec<&str> = events
         .iter()
         .map(|e| e.action.as_str())
         .filter(|a| a.starts_with("method.recovery_codes") || *a == "method.add")
         .collect();
-    assert_eq!(made, ["method.add", "method.add"], "TOTP and one set of codes, never replaced");
+    assert_eq!(
+        made,
+        ["method.add", "method.add"],
+        "TOTP and one set of codes, never replaced"
+    );
     let info = b.get("/security-info").await;
     assert!(info.body.contains("10 unused"), "the count is visible");
     // Another browser (another session) cannot see them, even with the cookie.
@@ -955,7 +984,10 @@ async fn recovery_codes_are_shown_after_a_redirect_and_a_reload_never_makes_new_
         .sign_in(
             "/security-info",
             "rosa",
-            &[("password", "password", PW), ("totp", "code", &code_at(&secret, clock.now()))],
+            &[
+                ("password", "password", PW),
+                ("totp", "code", &code_at(&secret, clock.now())),
+            ],
         )
         .await;
     other.cookies.insert("lk_codes".into(), sealed);

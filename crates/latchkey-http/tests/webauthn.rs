@@ -1024,14 +1024,23 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
     // "Sign in with a passkey": no username typed anywhere.
     let mut jar = WebJar::default();
     let page = h.web(&mut jar, "GET", "/signin?next=/security-info", &[]).await;
-    assert!(page.body.contains("autocomplete=\"username webauthn\""), "autofill offers passkeys");
+    assert!(
+        page.body.contains("autocomplete=\"username webauthn\""),
+        "autofill offers passkeys"
+    );
     assert!(page.body.contains("data-challenge-url=\"/signin/passkey\""));
     let start = h
         .web(&mut jar, "POST", "/signin/passkey", &[("next", "/security-info")])
         .await;
     assert_eq!(start.status, StatusCode::OK, "{}", start.body);
-    assert!(jar.cookies.contains_key("lk_passkey_flow"), "the flow lives in the browser's cookie");
-    assert!(!jar.cookies.contains_key("lk_flow"), "a username typed meanwhile keeps its own flow");
+    assert!(
+        jar.cookies.contains_key("lk_passkey_flow"),
+        "the flow lives in the browser's cookie"
+    );
+    assert!(
+        !jar.cookies.contains_key("lk_flow"),
+        "a username typed meanwhile keeps its own flow"
+    );
     let options: Value = serde_json::from_str(&start.body).unwrap();
     let rcr: RequestChallengeResponse = serde_json::from_value(json!({"publicKey": options["publicKey"]})).unwrap();
     let assertion = discoverable_get(&mut pk, rcr, &cred_id, &carol).to_string();
@@ -1040,7 +1049,12 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
             &mut jar,
             "POST",
             "/signin/verify",
-            &[("method", "webauthn"), ("assertion", &assertion), ("passkey", "1"), ("next", "/security-info")],
+            &[
+                ("method", "webauthn"),
+                ("assertion", &assertion),
+                ("passkey", "1"),
+                ("next", "/security-info"),
+            ],
         )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
@@ -1050,7 +1064,10 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
         .iter()
         .find(|c| c.starts_with("lk_session="))
         .expect("a usernameless sign-in sets the session cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
 
     // The same assertion again: its challenge is spent; the page restarts.
     let again = h
@@ -1058,7 +1075,12 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
             &mut jar,
             "POST",
             "/signin/verify",
-            &[("method", "webauthn"), ("assertion", &assertion), ("passkey", "1"), ("next", "/security-info")],
+            &[
+                ("method", "webauthn"),
+                ("assertion", &assertion),
+                ("passkey", "1"),
+                ("next", "/security-info"),
+            ],
         )
         .await;
     assert!(again.status.is_client_error(), "{}", again.status);
@@ -1067,7 +1089,10 @@ async fn the_web_pages_sign_in_with_a_passkey_alone_set_the_cookie_and_register_
     // security key from her security info page.
     let info = h.web(&mut jar, "GET", "/security-info", &[]).await;
     assert_eq!(info.status, StatusCode::OK);
-    assert!(info.body.contains("data-webauthn-register"), "the page offers passkeys and keys");
+    assert!(
+        info.body.contains("data-webauthn-register"),
+        "the page offers passkeys and keys"
+    );
     let start = h
         .web(
             &mut jar,
@@ -1115,7 +1140,12 @@ async fn a_security_key_is_the_second_step_of_a_web_sign_in() {
     let mut jar = WebJar::default();
     h.web(&mut jar, "GET", "/signin?next=/admin/users", &[]).await;
     let r = h
-        .web(&mut jar, "POST", "/signin", &[("username", "dan"), ("next", "/admin/users")])
+        .web(
+            &mut jar,
+            "POST",
+            "/signin",
+            &[("username", "dan"), ("next", "/admin/users")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     h.web(&mut jar, "GET", &r.location, &[]).await;
@@ -1124,7 +1154,11 @@ async fn a_security_key_is_the_second_step_of_a_web_sign_in() {
             &mut jar,
             "POST",
             "/signin/verify",
-            &[("method", "password"), ("password", "correct horse battery staple"), ("next", "/admin/users")],
+            &[
+                ("method", "password"),
+                ("password", "correct horse battery staple"),
+                ("next", "/admin/users"),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);

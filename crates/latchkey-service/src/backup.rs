@@ -56,7 +56,10 @@ fn backup_path(out: &Path, head: &AuditHead, now: i64) -> PathBuf {
         let stamp: String = rfc3339(now).chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         return out.join(format!("latchkey-{stamp}-{tag}.db"));
     }
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match out.extension() {
         Some(ext) => format!("{stem}-{tag}.{}", ext.to_string_lossy()),
         None => format!("{stem}-{tag}.db"),
@@ -72,7 +75,10 @@ impl App {
         let dir = if out.is_dir() {
             out.to_owned()
         } else {
-            out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned()
+            out.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned()
         };
         if !dir.is_dir() {
             return Err(ServiceError::InvalidRequest(format!(
@@ -92,7 +98,10 @@ impl App {
             ServiceError::Internal(format!("{}: {e}", file.display()))
         })?;
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         self.store
             .audit_only(
                 &AuditEntry::new(
@@ -145,7 +154,9 @@ pub async fn restore(
     }
     let keys = Keys::load_or_create(data_dir)?;
     // The chain is verified under the key the backup was written with.
-    let store = Store::restore_sqlite(file, data_dir).await?.with_audit_key(keys.audit_chain_key());
+    let store = Store::restore_sqlite(file, data_dir)
+        .await?
+        .with_audit_key(keys.audit_chain_key());
     let db = data_dir.join("latchkey.db");
     let result = finish_restore(file, store.clone(), keys, config, clock).await;
     if result.is_err() {
@@ -165,7 +176,10 @@ async fn finish_restore(
     clock: Arc<dyn Clock>,
 ) -> ServiceResult<RestoreInfo> {
     let head = store.audit_head().await?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // A backup renamed or swapped for another shows here.
     if name.contains("-audit-") && !name.contains(&format!("-{}.", head_tag(head.seq, &head.hash))) {
         return Err(ServiceError::Conflict(format!(

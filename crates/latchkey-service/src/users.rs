@@ -132,7 +132,8 @@ impl App {
             self.consume_change(&mut tx, req, None).await?;
         }
         let roles_removed = before.roles.iter().any(|r| !new.roles.contains(r));
-        tx.update_user_profile(&before.id, &new, roles_removed, self.now()).await?;
+        tx.update_user_profile(&before.id, &new, roles_removed, self.now())
+            .await?;
         tx.audit(
             &AuditEntry::new(
                 p.actor(),

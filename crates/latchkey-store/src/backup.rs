@@ -56,7 +56,8 @@ impl Store {
             let _ = std::fs::remove_file(dest);
             return Err(e.into());
         }
-        let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro&immutable=true", dest.display())).await?;
+        let mut conn =
+            sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro&immutable=true", dest.display())).await?;
         let head = read_head(&mut conn).await;
         let _ = conn.close().await;
         head

@@ -234,7 +234,9 @@ impl Waiting {
 }
 
 async fn finish(conn: Arc<Mutex<Writer>>, group: u64) -> Result<()> {
-    let mut w = tokio::time::timeout(WAIT, conn.lock_owned()).await.map_err(|_| busy())?;
+    let mut w = tokio::time::timeout(WAIT, conn.lock_owned())
+        .await
+        .map_err(|_| busy())?;
     if let Some(r) = w.outcome(group) {
         return r;
     }

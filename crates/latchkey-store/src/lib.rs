@@ -35,9 +35,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, AuditPage};
-pub use backup::{remove_database, AuditHead};
-pub use private::create_private_dir;
 pub use auth::{ApiTokenRecord, FlowRecord, SessionRecord, SignInLogEntry, TapRecord, ThrottleOutcome, ThrottleRow};
+pub use backup::{remove_database, AuditHead};
 pub use keys::Keys;
 pub use lifecycle::RevokedAccess;
 pub use methods::{method_id, MethodRecord, NewMethod, NotificationRecord};
@@ -46,6 +45,7 @@ pub use ops::{SignInDetail, SignInFilter, SignInRecord};
 pub use policy::{
     AlertRecord, BreakGlassRecord, ExceptionRecord, PolicyRecord, PolicyVersionRecord, SignInHistoryRecord,
 };
+pub use private::create_private_dir;
 pub use push::{PushDeviceRecord, PushPromptRecord, SmsCodeRecord};
 pub use radius::{RadiusChallengeRecord, RadiusClientRecord};
 pub use recovery::{CaseRecord, DeviceRecord, NewChangeRequest, SignInSummary, TapRequestRecord};
@@ -118,7 +118,12 @@ fn sqlite_pragmas(synchronous: &str) -> String {
 pub const SQLITE_SYNCHRONOUS_ENV: &str = "LATCHKEY_SQLITE_SYNCHRONOUS";
 
 fn sqlite_synchronous_setting() -> Result<&'static str> {
-    match std::env::var(SQLITE_SYNCHRONOUS_ENV).ok().as_deref().map(str::to_ascii_lowercase).as_deref() {
+    match std::env::var(SQLITE_SYNCHRONOUS_ENV)
+        .ok()
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("full") => Ok("FULL"),
         Some("normal") => Ok("NORMAL"),
         Some(other) => Err(StoreError::Db(sqlx::Error::Configuration(
@@ -180,7 +185,8 @@ impl Store {
         let group = if sqlite_file.is_some() && group_commit_setting()? {
             use sqlx::ConnectOptions;
             let mut conn = opts.connect().await?;
-            conn.execute(sqlite_pragmas(sqlite_synchronous_setting()?).as_str()).await?;
+            conn.execute(sqlite_pragmas(sqlite_synchronous_setting()?).as_str())
+                .await?;
             Some(std::sync::Arc::new(group::GroupWriter::new(conn)))
         } else {
             None
@@ -226,7 +232,12 @@ impl Store {
         if self.group.is_some() {
             // And the group writer, where every write is made.
             let mut tx = self.bookkeeping().await?;
-            modes.push(sqlx::query("PRAGMA synchronous").fetch_one(tx.conn()).await?.try_get(0)?);
+            modes.push(
+                sqlx::query("PRAGMA synchronous")
+                    .fetch_one(tx.conn())
+                    .await?
+                    .try_get(0)?,
+            );
         }
         Ok(modes)
     }
@@ -297,7 +308,12 @@ impl Store {
 pub const SQLITE_GROUP_COMMIT_ENV: &str = "LATCHKEY_SQLITE_GROUP_COMMIT";
 
 fn group_commit_setting() -> Result<bool> {
-    match std::env::var(SQLITE_GROUP_COMMIT_ENV).ok().as_deref().map(str::to_ascii_lowercase).as_deref() {
+    match std::env::var(SQLITE_GROUP_COMMIT_ENV)
+        .ok()
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("on") => Ok(true),
         Some("off") => Ok(false),
         Some(other) => Err(StoreError::Db(sqlx::Error::Configuration(

@@ -106,7 +106,13 @@ impl WriteTx {
     /// Replace a user's directory attributes (what conditional access and
     /// rollout waves select on).
     /// `roles_removed` records that a role was taken away (now).
-    pub async fn update_user_profile(&mut self, user_id: &str, u: &NewUser, roles_removed: bool, now: i64) -> Result<()> {
+    pub async fn update_user_profile(
+        &mut self,
+        user_id: &str,
+        u: &NewUser,
+        roles_removed: bool,
+        now: i64,
+    ) -> Result<()> {
         let n = sqlx::query(
             "UPDATE users SET display_name = $1, department = $2, groups_json = $3, roles_json = $4, updated_at = $5,
                 roles_removed_at = CASE WHEN $7 = 1 THEN $5 ELSE roles_removed_at END

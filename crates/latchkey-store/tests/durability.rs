@@ -25,7 +25,11 @@ async fn add_user(store: &Store, name: &str, at: i64) -> latchkey_store::UserRec
                 display_name: format!("{name} (fixture)"),
                 department: Some("Finance".into()),
                 groups: vec!["staff".into()],
-                roles: if name.starts_with("admin") { vec![Role::Admin] } else { vec![] },
+                roles: if name.starts_with("admin") {
+                    vec![Role::Admin]
+                } else {
+                    vec![]
+                },
             },
             at,
         )
@@ -47,7 +51,11 @@ async fn served_sqlite_connections_sync_every_commit() {
     // Every connection the pool hands out (all 8 at once, so distinct ones).
     let modes = db.store.sqlite_synchronous(8).await.unwrap();
     assert!(db.store.group_commit(), "SQLite writes go through the group writer");
-    assert_eq!(modes, vec![2; 9], "PRAGMA synchronous must be FULL (2) on every connection: {modes:?}");
+    assert_eq!(
+        modes,
+        vec![2; 9],
+        "PRAGMA synchronous must be FULL (2) on every connection: {modes:?}"
+    );
 }
 
 /// Group commit keeps each step's own outcome: 48 steps at once, every
@@ -73,9 +81,12 @@ async fn concurrent_steps_commit_together_and_a_failed_one_spoils_none() {
             )
             .await
             .unwrap();
-            tx.audit(&AuditEntry::new("test", "user.create", format!("user:step{i}"), json!({})), 1_700_000_000_000 + i)
-                .await
-                .unwrap();
+            tx.audit(
+                &AuditEntry::new("test", "user.create", format!("user:step{i}"), json!({})),
+                1_700_000_000_000 + i,
+            )
+            .await
+            .unwrap();
             tokio::task::yield_now().await;
             if i % 4 == 0 {
                 drop(tx); // failed: rolled back to its savepoint
@@ -112,7 +123,10 @@ async fn backup_is_a_private_consistent_copy_restored_only_into_an_empty_folder(
     assert_eq!(head, db.store.audit_head().await.unwrap());
     assert_eq!(head.seq, 5);
     // Never overwrites.
-    assert!(matches!(db.store.backup_sqlite(&copy).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        db.store.backup_sqlite(&copy).await,
+        Err(StoreError::Conflict(_))
+    ));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -125,7 +139,10 @@ async fn backup_is_a_private_consistent_copy_restored_only_into_an_empty_folder(
     let used = tempfile::tempdir().unwrap();
     std::fs::write(used.path().join("notes.txt"), "x").unwrap();
     let e = Store::restore_sqlite(&copy, used.path()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Conflict(ref m) if m.contains("not empty")), "{e}");
+    assert!(
+        matches!(e, StoreError::Conflict(ref m) if m.contains("not empty")),
+        "{e}"
+    );
     assert!(!used.path().join("latchkey.db").exists());
 
     let fresh = tempfile::tempdir().unwrap();
@@ -153,7 +170,9 @@ fn copy_fixture(to: &Path) -> PathBuf {
 async fn fixture_v0009_opens_with_every_later_migration() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let store = Store::open_sqlite(dir.path()).await.expect("the 0009 fixture opens and migrates");
+    let store = Store::open_sqlite(dir.path())
+        .await
+        .expect("the 0009 fixture opens and migrates");
     let v = store.verify_audit_chain().await.unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!(v.length, 4);
@@ -205,7 +224,12 @@ async fn write_fixture_v0009() {
     .await
     .unwrap();
     tx.audit(
-        &AuditEntry::new("user:alice", "method.totp.confirm", "user:alice", json!({ "method": id })),
+        &AuditEntry::new(
+            "user:alice",
+            "method.totp.confirm",
+            "user:alice",
+            json!({ "method": id }),
+        ),
         1_700_000_010_000,
     )
     .await

@@ -142,7 +142,10 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
     let want = |s: Scenario| {
         args.scenario == s
             || (args.scenario == Scenario::All
-                && !matches!(s, Scenario::TotpParts | Scenario::Report | Scenario::Http | Scenario::Wal))
+                && !matches!(
+                    s,
+                    Scenario::TotpParts | Scenario::Report | Scenario::Http | Scenario::Wal
+                ))
     };
     let backend = if database_url.is_some() { "postgres" } else { "sqlite" };
     let started = unix_secs() as i64;
@@ -188,7 +191,12 @@ pub async fn run(_data: &Path, database_url: Option<&str>, args: BenchArgs) -> a
             let w = &out["wal"];
             println!(
                 "wal: {} rows in {} s beside {} TOTP checks/s (p99 {} ms); largest WAL {} MiB, at the end {} bytes",
-                w["rows"], w["writer_secs"], w["totp_checks_per_sec"], w["totp_p99_ms"], w["largest_wal_mib"], w["final_wal_bytes"]
+                w["rows"],
+                w["writer_secs"],
+                w["totp_checks_per_sec"],
+                w["totp_p99_ms"],
+                w["largest_wal_mib"],
+                w["final_wal_bytes"]
             );
             return Ok(());
         }

@@ -538,7 +538,9 @@ async fn create_backup(State(app): State<Arc<App>>, ctx: Ctx) -> Response {
     };
     match app.backup_to_folder(&p).await {
         Ok(b) => render_backup(ctx, Some(&b), None, StatusCode::CREATED),
-        Err(e) => match errors::inline(&e, |e| matches!(e, ServiceError::InvalidRequest(_) | ServiceError::Conflict(_))) {
+        Err(e) => match errors::inline(&e, |e| {
+            matches!(e, ServiceError::InvalidRequest(_) | ServiceError::Conflict(_))
+        }) {
             Some(r) => render_backup(ctx, None, Some(&r.message), r.status),
             None => ctx.error_page(e),
         },

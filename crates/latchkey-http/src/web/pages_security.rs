@@ -29,7 +29,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/security-info/totp", post(totp_start))
         .route("/security-info/totp/{id}", get(totp_pending))
         .route("/security-info/totp/{id}/confirm", post(totp_confirm))
-        .route("/security-info/recovery-codes", get(show_recovery_codes).post(recovery_codes))
+        .route(
+            "/security-info/recovery-codes",
+            get(show_recovery_codes).post(recovery_codes),
+        )
         .route("/security-info/webauthn/start", post(webauthn_start))
         .route("/security-info/webauthn/finish", post(webauthn_finish))
         .route("/security-info/password", post(password))
@@ -591,7 +594,10 @@ async fn webauthn_finish(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<We
         )
         .await;
     };
-    match app.webauthn_register_finish(&p, username, &f.ceremony_id, credential).await {
+    match app
+        .webauthn_register_finish(&p, username, &f.ceremony_id, credential)
+        .await
+    {
         Ok(c) => Redirect::to(&format!("/security-info?done={}_added", c.kind)).into_response(),
         Err(ServiceError::ReauthenticationRequired(_)) => reauth(),
         Err(e) => {

@@ -571,10 +571,16 @@ async fn passkey_start(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<Targ
 async fn webauthn_challenge(State(app): State<Arc<App>>, ctx: Ctx, Form(f): Form<TargetForm>) -> Response {
     let t = Target::from_parts(f.next.as_deref(), f.acr.as_deref(), f.prompt.as_deref());
     let Some(id) = flow_id(&ctx) else {
-        return super::json_refusal(ServiceError::FlowNotFound, EXPIRED, Some(format!("/signin?{}", t.query())));
+        return super::json_refusal(
+            ServiceError::FlowNotFound,
+            EXPIRED,
+            Some(format!("/signin?{}", t.query())),
+        );
     };
     match app.webauthn_challenge(&id).await {
-        Ok(o) => axum::Json(serde_json::json!({ "publicKey": crate::api::webauthn::public_key_of(&o) })).into_response(),
+        Ok(o) => {
+            axum::Json(serde_json::json!({ "publicKey": crate::api::webauthn::public_key_of(&o) })).into_response()
+        }
         Err(e) => webauthn_refusal(e, &t),
     }
 }
@@ -584,7 +590,11 @@ fn webauthn_refusal(e: ServiceError, t: &Target) -> Response {
         tracing::error!(error = %msg, "internal error");
     }
     let restart = matches!(e, ServiceError::FlowNotFound | ServiceError::InvalidState(_));
-    let message = if restart { EXPIRED.to_owned() } else { errors::refusal(&e).message };
+    let message = if restart {
+        EXPIRED.to_owned()
+    } else {
+        errors::refusal(&e).message
+    };
     super::json_refusal(e, &message, restart.then(|| format!("/signin?{}", t.query())))
 }
 
